@@ -1,0 +1,60 @@
+//! The values that cross between the UI and the worker: immutable snapshots in, events out.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::imaging::Mask;
+use crate::pose::Skeleton;
+use crate::story::{CharacterId, CropRect, FaceBox, GenParams, PanelId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(pub u64);
+
+/// A cast member as the pipeline needs it, independent of later edits in the UI.
+#[derive(Debug, Clone)]
+pub struct CharacterSnapshot {
+    pub id: CharacterId,
+    pub name: String,
+    /// Absolute path of the photo inside the project folder (already confined).
+    pub photo: PathBuf,
+    pub crop: CropRect,
+    pub mask: Arc<Mask>,
+    pub face: Option<FaceBox>,
+    pub pose: Option<Skeleton>,
+}
+
+/// Everything needed to generate one image.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: JobId,
+    pub panel: PanelId,
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub seed: u64,
+    pub params: GenParams,
+    pub cast: Vec<CharacterSnapshot>,
+    pub models_dir: PathBuf,
+    /// Where the finished image goes (inside the project's assets).
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Queued { job: JobId, panel: PanelId },
+    Started { job: JobId, panel: PanelId },
+    Progress { job: JobId, panel: PanelId, step: u32, total: u32 },
+    Failed { job: JobId, panel: PanelId, reason: String },
+    Cancelled { job: JobId, panel: PanelId },
+}
+
+impl Event {
+    pub fn panel(&self) -> PanelId {
+        match self {
+            Event::Queued { panel, .. }
+            | Event::Started { panel, .. }
+            | Event::Progress { panel, .. }
+            | Event::Failed { panel, .. }
+            | Event::Cancelled { panel, .. } => *panel,
+        }
+    }
+}

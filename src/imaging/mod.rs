@@ -1,0 +1,8 @@
+//! Pixels: decoding user photos safely, character masks, and (later) the reference's resize
+//! and CLIP preprocessing filters.
+
+pub mod decode;
+pub mod mask;
+
+pub use decode::{decode_image_bytes, load_image_file, DecodeError, DecodedImage};
+pub use mask::{Mask, PixelRect};

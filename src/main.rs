@@ -1,0 +1,60 @@
+//! `storymaker [PROJECT_FOLDER]` opens the editor (the sample story on first run).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use storymaker::app_dirs::AppPaths;
+use storymaker::ui::{AppEnv, NativeDialogs, StoryApp};
+
+const USAGE: &str = "StoryMaker Studio — illustrated stories with consistent characters
+
+Usage:
+  storymaker [PROJECT_FOLDER]   open the editor (the sample story on first run)
+  storymaker --help | --version
+";
+
+fn main() -> std::process::ExitCode {
+    let mut open = None;
+    for arg in std::env::args_os().skip(1) {
+        match arg.to_str() {
+            Some("-h" | "--help") => {
+                print!("{USAGE}");
+                return std::process::ExitCode::SUCCESS;
+            }
+            Some("-V" | "--version") => {
+                println!("storymaker {}", env!("CARGO_PKG_VERSION"));
+                return std::process::ExitCode::SUCCESS;
+            }
+            Some(a) if a.starts_with('-') => {
+                eprint!("unknown option {a}\n\n{USAGE}");
+                return std::process::ExitCode::from(2);
+            }
+            _ => open = Some(PathBuf::from(arg)),
+        }
+    }
+    let Some(paths) = AppPaths::platform() else {
+        eprintln!("storymaker: cannot find a home directory for settings and projects");
+        return std::process::ExitCode::FAILURE;
+    };
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("StoryMaker Studio")
+            .with_inner_size([1280.0, 800.0])
+            .with_min_inner_size([800.0, 500.0])
+            .with_drag_and_drop(true),
+        ..Default::default()
+    };
+    let result = eframe::run_native(
+        "StoryMaker Studio",
+        options,
+        Box::new(move |cc| Ok(Box::new(StoryApp::new(cc, AppEnv { paths, dialogs: Arc::new(NativeDialogs), open })))),
+    );
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("storymaker: could not open a window: {e}");
+            eprintln!("StoryMaker Studio needs a graphical session (X11 or Wayland) with Vulkan, Metal, DX12 or GL.");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! A panel of the story: what to generate (prompt, cast, poses, seed, settings), what was
+//! generated (variants with their full parameters) and what to print (caption, dialogue).
+
+use serde::{Deserialize, Serialize};
+
+use super::assets::AssetPath;
+use super::character::CharacterId;
+use crate::pose::Skeleton;
+
+/// StoryMaker conditions on at most two characters (reference spec §4: 40 or 60 tokens).
+pub const MAX_CAST: usize = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PanelId(pub u64);
+
+/// One character in the panel, with an optional pose for the ControlNet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CastSlot {
+    pub character: CharacterId,
+    #[serde(default)]
+    pub pose: Option<Skeleton>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "mode", content = "value")]
+pub enum SeedChoice {
+    /// A fresh seed for every generation (the seed used is recorded on the variant).
+    Random,
+    /// Locked: regenerating reproduces the same image.
+    Fixed(u64),
+}
+
+/// Generation settings. Defaults follow the reference pipeline (spec §7: 1024², 25 steps,
+/// guidance 7.5, ip_scale 0.8, lora_scale 0.8).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenParams {
+    pub width: u32,
+    pub height: u32,
+    pub steps: u32,
+    pub guidance: f32,
+    pub ip_scale: f32,
+    pub lora_scale: f32,
+}
+
+impl Default for GenParams {
+    fn default() -> Self {
+        GenParams { width: 1024, height: 1024, steps: 25, guidance: 7.5, ip_scale: 0.8, lora_scale: 0.8 }
+    }
+}
+
+impl GenParams {
+    /// SDXL works in multiples of 8 px (latent /8); keep sizes sane.
+    pub fn sanitized(mut self) -> GenParams {
+        let snap = |v: u32| (v.clamp(256, 2048) / 8) * 8;
+        self.width = snap(self.width);
+        self.height = snap(self.height);
+        self.steps = self.steps.clamp(1, 200);
+        self.guidance = self.guidance.clamp(0.0, 30.0);
+        self.ip_scale = self.ip_scale.clamp(0.0, 2.0);
+        self.lora_scale = self.lora_scale.clamp(0.0, 2.0);
+        self
+    }
+}
+
+/// A generated image kept with everything needed to reproduce it exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Variant {
+    pub image: AssetPath,
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub seed: u64,
+    pub params: GenParams,
+    pub cast: Vec<CastSlot>,
+    /// Model identifiers (e.g. SDXL checkpoint file name and hash) used for this image.
+    #[serde(default)]
+    pub models: Vec<String>,
+    #[serde(default)]
+    pub scheduler: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Panel {
+    pub id: PanelId,
+    pub prompt: String,
+    #[serde(default)]
+    pub negative_prompt: String,
+    #[serde(default)]
+    pub cast: Vec<CastSlot>,
+    pub seed: SeedChoice,
+    pub params: GenParams,
+    #[serde(default)]
+    pub caption: String,
+    #[serde(default)]
+    pub dialogue: String,
+    #[serde(default)]
+    pub variants: Vec<Variant>,
+    #[serde(default)]
+    pub chosen: Option<usize>,
+}
+
+impl Panel {
+    pub fn new(id: PanelId, params: GenParams, negative_prompt: String) -> Panel {
+        Panel {
+            id,
+            prompt: String::new(),
+            negative_prompt,
+            cast: Vec::new(),
+            seed: SeedChoice::Random,
+            params,
+            caption: String::new(),
+            dialogue: String::new(),
+            variants: Vec::new(),
+            chosen: None,
+        }
+    }
+
+    pub fn chosen_variant(&self) -> Option<&Variant> {
+        self.chosen.and_then(|i| self.variants.get(i))
+    }
+}

@@ -1,0 +1,16 @@
+//! The eframe application and its views. The UI owns the document and talks to the engine only
+//! through `Job`/`Event` values (ARCHITECTURE.md).
+
+pub mod app;
+mod background;
+mod character_editor;
+mod characters;
+pub mod file_dialog;
+mod images;
+pub mod overlay;
+mod panel_editor;
+mod shortcuts;
+mod timeline;
+
+pub use app::{AppEnv, Selection, StoryApp};
+pub use file_dialog::{FileDialog, NativeDialogs, NoDialogs};

@@ -1,0 +1,214 @@
+//! The panel editor: prompts, cast, seed, generation settings, caption and dialogue, variants.
+//!
+//! Widgets edit a copy of the panel; when the copy differs, one `UpdatePanel` edit is applied.
+//! Consecutive changes of the same field merge into one undo step (typing, slider drags).
+
+use super::app::{PanelStatus, StoryApp};
+use super::images::ImageEntry;
+use crate::story::{CastSlot, Edit, Panel, PanelId, SeedChoice, MAX_CAST};
+
+/// SDXL's trained resolutions (width, height) offered as presets.
+const SIZE_PRESETS: [(u32, u32); 5] = [(1024, 1024), (1152, 896), (896, 1152), (1216, 832), (832, 1216)];
+
+/// A text field with an accessible label (the label names the field for screen readers and tests).
+fn labelled_text(ui: &mut egui::Ui, label: &str, text: &mut String, multiline: bool, hint: &str) {
+    let l = ui.label(label);
+    let edit =
+        if multiline { egui::TextEdit::multiline(text).desired_rows(3) } else { egui::TextEdit::singleline(text) };
+    ui.add(edit.hint_text(hint).desired_width(f32::INFINITY)).labelled_by(l.id);
+}
+
+/// Which field changed, for merging undo steps.
+fn changed_field(a: &Panel, b: &Panel) -> &'static str {
+    if a.prompt != b.prompt {
+        "prompt"
+    } else if a.negative_prompt != b.negative_prompt {
+        "negative"
+    } else if a.caption != b.caption {
+        "caption"
+    } else if a.dialogue != b.dialogue {
+        "dialogue"
+    } else if a.params != b.params {
+        "params"
+    } else if a.seed != b.seed {
+        "seed"
+    } else {
+        "other"
+    }
+}
+
+pub fn show(app: &mut StoryApp, ui: &mut egui::Ui, id: PanelId) {
+    let Some(index) = app.doc.panel_index(id) else { return };
+    let before = app.doc.panels[index].clone();
+    let mut p = before.clone();
+    let mut generate = false;
+    let mut cancel = false;
+    egui::ScrollArea::vertical().show(ui, |ui| {
+        ui.heading(format!("Panel {} of {}", index + 1, app.doc.panels.len()));
+        labelled_text(ui, "Prompt", &mut p.prompt, true, "What happens in this panel");
+        labelled_text(ui, "Negative prompt", &mut p.negative_prompt, false, "What to avoid");
+        ui.separator();
+        cast_editor(app, ui, &mut p);
+        ui.separator();
+        ui.horizontal(|ui| {
+            let mut locked = matches!(p.seed, SeedChoice::Fixed(_));
+            if ui.checkbox(&mut locked, "Lock seed").on_hover_text("A locked seed regenerates the same image").changed()
+            {
+                p.seed = if locked {
+                    SeedChoice::Fixed(before.chosen_variant().map_or(0, |v| v.seed))
+                } else {
+                    SeedChoice::Random
+                };
+            }
+            if let SeedChoice::Fixed(ref mut s) = p.seed {
+                let l = ui.label("Seed");
+                ui.add(egui::DragValue::new(s)).labelled_by(l.id);
+            } else {
+                ui.label("a new seed every time");
+            }
+        });
+        egui::Grid::new("gen-params").num_columns(2).show(ui, |ui| {
+            let l = ui.label("Size");
+            ui.horizontal(|ui| {
+                ui.add(egui::DragValue::new(&mut p.params.width).range(256..=2048).speed(8.0).suffix(" w"))
+                    .labelled_by(l.id);
+                ui.add(egui::DragValue::new(&mut p.params.height).range(256..=2048).speed(8.0).suffix(" h"))
+                    .labelled_by(l.id);
+                egui::ComboBox::from_label("Size preset").selected_text("choose").show_ui(ui, |ui| {
+                    for (w, h) in SIZE_PRESETS {
+                        if ui
+                            .selectable_label(p.params.width == w && p.params.height == h, format!("{w} × {h}"))
+                            .clicked()
+                        {
+                            p.params.width = w;
+                            p.params.height = h;
+                        }
+                    }
+                });
+            });
+            ui.end_row();
+            let l = ui.label("Steps");
+            ui.add(egui::Slider::new(&mut p.params.steps, 1..=100)).labelled_by(l.id);
+            ui.end_row();
+            let l = ui.label("Guidance");
+            ui.add(egui::Slider::new(&mut p.params.guidance, 1.0..=15.0).step_by(0.5)).labelled_by(l.id);
+            ui.end_row();
+            let l = ui.label("Character strength (IP scale)");
+            ui.add(egui::Slider::new(&mut p.params.ip_scale, 0.0..=1.5).step_by(0.05)).labelled_by(l.id);
+            ui.end_row();
+            let l = ui.label("LoRA scale");
+            ui.add(egui::Slider::new(&mut p.params.lora_scale, 0.0..=1.5).step_by(0.05)).labelled_by(l.id);
+            ui.end_row();
+        });
+        ui.separator();
+        labelled_text(ui, "Caption", &mut p.caption, false, "Printed under the panel");
+        labelled_text(ui, "Dialogue", &mut p.dialogue, true, "Shown in a speech bubble");
+        ui.separator();
+        ui.horizontal(|ui| {
+            let busy = matches!(app.panel_status.get(&id), Some(PanelStatus::Queued(_) | PanelStatus::Running { .. }));
+            if ui.add_enabled(!busy, egui::Button::new("Generate")).on_hover_text("Ctrl+Enter").clicked() {
+                generate = true;
+            }
+            if busy && ui.button("Cancel").clicked() {
+                cancel = true;
+            }
+            match app.panel_status.get(&id) {
+                Some(PanelStatus::Queued(_)) => {
+                    ui.label("Queued…");
+                }
+                Some(PanelStatus::Running { step, total, .. }) => {
+                    let f = if *total > 0 { *step as f32 / *total as f32 } else { 0.0 };
+                    ui.add(egui::ProgressBar::new(f).text(format!("step {step}/{total}")));
+                }
+                Some(PanelStatus::Failed(reason)) => {
+                    ui.colored_label(ui.visuals().error_fg_color, format!("Generation failed: {reason}"));
+                }
+                None => {}
+            }
+        });
+        variants(app, ui, &mut p);
+    });
+    p.params = p.params.clone().sanitized();
+    if p != before {
+        let key = format!("panel:{}:{}", id.0, changed_field(&before, &p));
+        app.edit_merging(Edit::UpdatePanel { before: Box::new(before), after: Box::new(p) }, Some(key));
+    }
+    if generate {
+        app.generate(id);
+    }
+    if cancel {
+        app.cancel(id);
+    }
+}
+
+fn cast_editor(app: &StoryApp, ui: &mut egui::Ui, p: &mut Panel) {
+    ui.label(format!("Cast (up to {MAX_CAST} characters)"));
+    for slot in 0..MAX_CAST {
+        ui.horizontal(|ui| {
+            let current = p.cast.get(slot).map(|s| s.character);
+            let name =
+                current.and_then(|id| app.doc.character(id)).map_or_else(|| "(nobody)".to_string(), |c| c.name.clone());
+            let l = ui.label(format!("Character {}", slot + 1));
+            let mut choice = current;
+            egui::ComboBox::from_id_salt(("cast", slot))
+                .selected_text(name)
+                .show_ui(ui, |ui| {
+                    ui.selectable_value(&mut choice, None, "(nobody)");
+                    for c in &app.doc.characters {
+                        let other_slot = p.cast.iter().enumerate().any(|(k, s)| k != slot && s.character == c.id);
+                        if !other_slot {
+                            ui.selectable_value(&mut choice, Some(c.id), &c.name);
+                        }
+                    }
+                })
+                .response
+                .labelled_by(l.id);
+            if choice != current {
+                match (choice, slot < p.cast.len()) {
+                    (Some(c), true) => p.cast[slot] = CastSlot { character: c, pose: None },
+                    (Some(c), false) => p.cast.push(CastSlot { character: c, pose: None }),
+                    (None, true) => {
+                        p.cast.remove(slot);
+                    }
+                    (None, false) => {}
+                }
+            }
+        });
+    }
+    if app.doc.characters.is_empty() {
+        ui.small("Import a photo to add characters to the cast.");
+    }
+}
+
+fn variants(app: &mut StoryApp, ui: &mut egui::Ui, p: &mut Panel) {
+    if p.variants.is_empty() {
+        ui.label("No images yet.");
+        return;
+    }
+    ui.label(format!("Variants ({})", p.variants.len()));
+    ui.horizontal_wrapped(|ui| {
+        for (i, v) in p.variants.iter().enumerate() {
+            let path = v.image.join(&app.root);
+            let chosen = p.chosen == Some(i);
+            let clicked = match app.images.get(&app.inbox, &path) {
+                ImageEntry::Ready { thumb, .. } => ui
+                    .add(
+                        egui::Button::image(egui::Image::new(thumb).fit_to_exact_size(egui::vec2(128.0, 128.0)))
+                            .selected(chosen),
+                    )
+                    .on_hover_text(format!("seed {}", v.seed))
+                    .clicked(),
+                ImageEntry::Loading => {
+                    ui.spinner();
+                    false
+                }
+                ImageEntry::Failed(e) => {
+                    ui.button(format!("variant {} unavailable", i + 1)).on_hover_text(e.clone()).clicked()
+                }
+            };
+            if clicked {
+                p.chosen = Some(i);
+            }
+        }
+    });
+}

@@ -1,0 +1,82 @@
+//! Keyboard shortcuts, consumed before any widget runs so that Ctrl+Z is the document's undo
+//! (not a text field's private one).
+
+use egui::{Key, KeyboardShortcut, Modifiers};
+
+pub const SAVE: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::S);
+pub const OPEN: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::O);
+pub const UNDO: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::Z);
+pub const REDO: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND.plus(Modifiers::SHIFT), Key::Z);
+pub const REDO_ALT: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::Y);
+pub const NEW_PANEL: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::N);
+pub const DUPLICATE_PANEL: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::D);
+pub const IMPORT: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::I);
+pub const GENERATE: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::Enter);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shortcut {
+    Save,
+    Open,
+    Undo,
+    Redo,
+    NewPanel,
+    DuplicatePanel,
+    Import,
+    Generate,
+    /// Delete/Backspace with no text field focused.
+    Delete,
+    /// Left/right arrow with no text field focused: previous/next panel.
+    Previous,
+    Next,
+}
+
+/// The shortcuts pressed this frame. Redo is checked before undo because egui matches
+/// Ctrl+Z leniently (it would also fire on Ctrl+Shift+Z).
+pub fn take(ctx: &egui::Context) -> Vec<Shortcut> {
+    let text_focused = ctx.memory(|m| m.focused().is_some());
+    ctx.input_mut(|i| {
+        let mut out = Vec::new();
+        let mut take = |s: &KeyboardShortcut, what: Shortcut| {
+            if i.consume_shortcut(s) {
+                out.push(what);
+            }
+        };
+        take(&REDO, Shortcut::Redo);
+        take(&REDO_ALT, Shortcut::Redo);
+        take(&UNDO, Shortcut::Undo);
+        take(&SAVE, Shortcut::Save);
+        take(&OPEN, Shortcut::Open);
+        take(&NEW_PANEL, Shortcut::NewPanel);
+        take(&DUPLICATE_PANEL, Shortcut::DuplicatePanel);
+        take(&IMPORT, Shortcut::Import);
+        take(&GENERATE, Shortcut::Generate);
+        if !text_focused {
+            if i.consume_key(Modifiers::NONE, Key::Delete) || i.consume_key(Modifiers::NONE, Key::Backspace) {
+                out.push(Shortcut::Delete);
+            }
+            if i.consume_key(Modifiers::NONE, Key::ArrowLeft) {
+                out.push(Shortcut::Previous);
+            }
+            if i.consume_key(Modifiers::NONE, Key::ArrowRight) {
+                out.push(Shortcut::Next);
+            }
+        }
+        out
+    })
+}
+
+/// Help text for the menu and README.
+pub const HELP: &[(&str, &str)] = &[
+    ("Ctrl+S", "Save"),
+    ("Ctrl+O", "Open project"),
+    ("Ctrl+Z", "Undo"),
+    ("Ctrl+Shift+Z / Ctrl+Y", "Redo"),
+    ("Ctrl+N", "New panel"),
+    ("Ctrl+D", "Duplicate panel"),
+    ("Ctrl+I", "Import photo"),
+    ("Ctrl+Enter", "Generate the selected panel"),
+    ("Delete", "Delete the selected panel or character"),
+    ("← / →", "Previous / next panel"),
+    ("B / E / C", "Brush, eraser, crop tool (character editor)"),
+    ("[ / ]", "Smaller / larger brush"),
+];
