@@ -7,7 +7,9 @@
 pub mod app_dirs;
 pub mod engine;
 pub mod imaging;
+pub mod models;
 pub mod pose;
+pub mod sampling;
 pub mod story;
 pub mod ui;
 pub mod weights;

@@ -181,6 +181,15 @@ impl Edit {
         Ok(())
     }
 
+    /// True when applying the edit changes mask pixels (GPU copies of masks must be refreshed).
+    pub fn touches_masks(&self) -> bool {
+        match self {
+            Edit::MaskPatch { .. } => true,
+            Edit::Batch { edits, .. } => edits.iter().any(Edit::touches_masks),
+            _ => false,
+        }
+    }
+
     /// Folds a later edit of the same object into this one (typing, dragging a slider).
     fn merge(&mut self, later: &Edit) -> bool {
         match (self, later) {
@@ -221,6 +230,8 @@ pub struct History {
     /// Edits with the same key that follow each other become one undo step.
     merge_key: Option<String>,
     generation: u64,
+    /// Changes only when mask pixels change (a cheaper signal than `generation` for re-uploads).
+    mask_generation: u64,
 }
 
 impl History {
@@ -230,6 +241,16 @@ impl History {
 
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    pub fn mask_generation(&self) -> u64 {
+        self.mask_generation
+    }
+
+    /// A live brush stroke changed mask pixels (the undo step is recorded on release).
+    pub fn touch_mask(&mut self) {
+        self.generation += 1;
+        self.mask_generation += 1;
     }
 
     pub fn can_undo(&self) -> bool {
@@ -268,6 +289,9 @@ impl History {
 
     fn record_merging(&mut self, edit: Edit, merge_key: Option<String>) {
         self.generation += 1;
+        if edit.touches_masks() {
+            self.mask_generation += 1;
+        }
         self.redo.clear();
         if merge_key.is_some() && merge_key == self.merge_key {
             if let Some(last) = self.undo.last_mut() {
@@ -301,6 +325,7 @@ impl History {
         // (rather than retried forever) and the error reported.
         edit.inverse().apply(doc)?;
         let label = edit.label();
+        self.mask_generation += u64::from(edit.touches_masks());
         self.redo.push(edit);
         self.generation += 1;
         Ok(Some(label))
@@ -311,6 +336,7 @@ impl History {
         let Some(edit) = self.redo.pop() else { return Ok(None) };
         edit.apply(doc)?;
         let label = edit.label();
+        self.mask_generation += u64::from(edit.touches_masks());
         self.undo.push(edit);
         self.generation += 1;
         Ok(Some(label))

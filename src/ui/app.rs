@@ -154,6 +154,10 @@ impl StoryApp {
     }
 
     fn install_project(&mut self, root: PathBuf, doc: Project) {
+        // Cached GPU/CPU copies are keyed by character id, which the next project reuses.
+        for c in &self.doc.characters {
+            self.overlay.forget(c.id.0);
+        }
         self.doc = doc;
         self.root = root.clone();
         self.history = History::new();

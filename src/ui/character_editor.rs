@@ -287,7 +287,7 @@ fn canvas(app: &mut StoryApp, ui: &mut egui::Ui, id: CharacterId) {
             show_mask: app.editor.show_mask,
             outside_crop_dim: 0.55,
         };
-        let img = CanvasImage { key: id.0, photo: &photo, mask: &c.mask, mask_rev: app.history.generation() };
+        let img = CanvasImage { key: id.0, photo: &photo, mask: &c.mask, mask_rev: app.history.mask_generation() };
         app.overlay.paint(ui, view.rect, &img, &style);
     }
     // Crop outline, handles, face box on top of the photo.
@@ -364,7 +364,7 @@ fn handle_drag(app: &mut StoryApp, response: &egui::Response, view: View, id: Ch
             let mask = Arc::make_mut(&mut app.doc.characters[index].mask);
             if let Some(r) = mask.stroke(*last, p, radius, *value) {
                 *dirty = Some(dirty.map_or(r, |d| d.union(&r)));
-                app.history.touch();
+                app.history.touch_mask();
             }
             *last = p;
         }

@@ -4,12 +4,16 @@
 //! Two renderers draw the same picture:
 //! * **GPU** (eframe on wgpu, `cc.wgpu_render_state` is `Some`): an `egui_wgpu` paint callback
 //!   runs `shaders/mask_overlay.wgsl`. Photo (`Rgba8Unorm`) and mask (`R8Unorm`) live as wgpu
-//!   textures per character in a [`GpuResources`] value stored in the renderer's
+//!   textures per character in a `GpuResources` value stored in the renderer's
 //!   `callback_resources`; the callback's `prepare` uploads only what changed (a new photo
 //!   `Arc`, a new `mask_rev`), so a brush stroke costs one R8 upload, not an RGBA rebuild.
+//!   Photos and masks larger than the device's `max_texture_dimension_2d` are downscaled first.
 //! * **CPU fallback** (glow, headless tests): the photo and a mask-coverage image as egui
 //!   textures (at most [`CPU_MAX_TEXTURE_SIDE`] px a side), the mask drawn with the tint as
 //!   vertex colour, plus one mesh of four dim rectangles around the crop.
+//!
+//! Each path keeps the textures of the [`MAX_CACHED_CHARACTERS`] most recently drawn characters;
+//! [`MaskOverlay::forget`] drops one at once.
 //!
 //! Both composite in gamma space with premultiplied alpha, exactly like egui draws images, so
 //! the GPU path looks like the fallback (a device test renders both and compares pixels).
@@ -30,7 +34,7 @@ pub const CPU_MAX_TEXTURE_SIDE: u32 = 2048;
 
 /// Characters whose textures stay cached (per path): the least recently drawn beyond this are
 /// dropped, so a project with many 64 MP photos does not pin gigabytes of (video) memory.
-const MAX_CACHED_CHARACTERS: usize = 4;
+pub const MAX_CACHED_CHARACTERS: usize = 4;
 
 /// What to draw: the photo fills `rect` (caller already fitted aspect).
 pub struct CanvasImage<'a> {

@@ -11,6 +11,8 @@
 //! ```
 
 pub mod safetensors_header;
+pub mod sgm;
+pub mod store;
 
 use std::path::{Path, PathBuf};
 

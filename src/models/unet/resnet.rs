@@ -1,0 +1,59 @@
+//! `ResnetBlock2D` (diffusers) with the SDXL settings: GroupNorm → SiLU → conv, timestep
+//! projection added after the first conv, 1x1 `conv_shortcut` when the width changes.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{conv2d, group_norm, linear, Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
+
+pub struct ResnetBlock2D {
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    time_emb_proj: Option<Linear>,
+    norm2: GroupNorm,
+    conv2: Conv2d,
+    conv_shortcut: Option<Conv2d>,
+}
+
+pub fn conv3x3(vb: VarBuilder, cin: usize, cout: usize) -> Result<Conv2d> {
+    conv2d(cin, cout, 3, Conv2dConfig { padding: 1, ..Default::default() }, vb)
+}
+
+impl ResnetBlock2D {
+    /// `temb_channels` = None for the VAE (no timestep input).
+    pub fn new(
+        vb: VarBuilder,
+        cin: usize,
+        cout: usize,
+        temb_channels: Option<usize>,
+        groups: usize,
+        eps: f64,
+    ) -> Result<Self> {
+        let conv_shortcut =
+            if cin != cout { Some(conv2d(cin, cout, 1, Default::default(), vb.pp("conv_shortcut"))?) } else { None };
+        Ok(ResnetBlock2D {
+            norm1: group_norm(groups, cin, eps, vb.pp("norm1"))?,
+            conv1: conv3x3(vb.pp("conv1"), cin, cout)?,
+            time_emb_proj: temb_channels.map(|t| linear(t, cout, vb.pp("time_emb_proj"))).transpose()?,
+            norm2: group_norm(groups, cout, eps, vb.pp("norm2"))?,
+            conv2: conv3x3(vb.pp("conv2"), cout, cout)?,
+            conv_shortcut,
+        })
+    }
+
+    /// `temb` is the already-activated-free time embedding `[B, T]` (SiLU is applied here).
+    pub fn forward(&self, x: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
+        let h = self.conv1.forward(&candle_nn::ops::silu(&self.norm1.forward(x)?)?)?;
+        let h = match (&self.time_emb_proj, temb) {
+            (Some(p), Some(t)) => {
+                let t = p.forward(&candle_nn::ops::silu(t)?)?;
+                h.broadcast_add(&t.unsqueeze(2)?.unsqueeze(3)?)?
+            }
+            _ => h,
+        };
+        let h = self.conv2.forward(&candle_nn::ops::silu(&self.norm2.forward(&h)?)?)?;
+        let skip = match &self.conv_shortcut {
+            Some(c) => c.forward(x)?,
+            None => x.clone(),
+        };
+        skip + h
+    }
+}

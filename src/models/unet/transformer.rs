@@ -1,0 +1,82 @@
+//! `Transformer2DModel` with linear projections and `BasicTransformerBlock`s (self-attention,
+//! cross-attention, GEGLU feed-forward), as SDXL uses them (reference spec §3, §6).
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{group_norm, layer_norm, linear, GroupNorm, LayerNorm, Linear, VarBuilder};
+
+use crate::models::attention::{Attention, FeedForward};
+
+pub struct BasicTransformerBlock {
+    norm1: LayerNorm,
+    pub attn1: Attention,
+    norm2: LayerNorm,
+    pub attn2: Attention,
+    norm3: LayerNorm,
+    ff: FeedForward,
+}
+
+impl BasicTransformerBlock {
+    pub fn new(vb: VarBuilder, dim: usize, heads: usize, head_dim: usize, context_dim: usize) -> Result<Self> {
+        Ok(BasicTransformerBlock {
+            norm1: layer_norm(dim, 1e-5, vb.pp("norm1"))?,
+            attn1: Attention::new(vb.pp("attn1"), dim, None, heads, head_dim)?,
+            norm2: layer_norm(dim, 1e-5, vb.pp("norm2"))?,
+            attn2: Attention::new(vb.pp("attn2"), dim, Some(context_dim), heads, head_dim)?,
+            norm3: layer_norm(dim, 1e-5, vb.pp("norm3"))?,
+            ff: FeedForward::new(vb.pp("ff"), dim, 4)?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let x = (self.attn1.forward(&self.norm1.forward(x)?, None)? + x)?;
+        let x = (self.attn2.forward(&self.norm2.forward(&x)?, Some(context))? + &x)?;
+        self.ff.forward(&self.norm3.forward(&x)?)? + x
+    }
+}
+
+pub struct Transformer2DModel {
+    norm: GroupNorm,
+    proj_in: Linear,
+    pub blocks: Vec<BasicTransformerBlock>,
+    proj_out: Linear,
+}
+
+impl Transformer2DModel {
+    /// `channels` = heads × head_dim; `depth` transformer blocks; GroupNorm eps is 1e-6 here
+    /// (diffusers' Transformer2DModel default), unlike the resnets.
+    pub fn new(
+        vb: VarBuilder,
+        channels: usize,
+        heads: usize,
+        depth: usize,
+        context_dim: usize,
+        groups: usize,
+    ) -> Result<Self> {
+        let head_dim = channels / heads;
+        let blocks = (0..depth)
+            .map(|i| {
+                BasicTransformerBlock::new(vb.pp("transformer_blocks").pp(i), channels, heads, head_dim, context_dim)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Transformer2DModel {
+            norm: group_norm(groups, channels, 1e-6, vb.pp("norm"))?,
+            proj_in: linear(channels, channels, vb.pp("proj_in"))?,
+            blocks,
+            proj_out: linear(channels, channels, vb.pp("proj_out"))?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let residual = x;
+        let hs = self.norm.forward(x)?;
+        let hs = hs.permute((0, 2, 3, 1))?.reshape((b, h * w, c))?;
+        let mut hs = self.proj_in.forward(&hs)?;
+        for block in &self.blocks {
+            hs = block.forward(&hs, context)?;
+        }
+        let hs = self.proj_out.forward(&hs)?;
+        let hs = hs.reshape((b, h, w, c))?.permute((0, 3, 1, 2))?;
+        hs + residual
+    }
+}
