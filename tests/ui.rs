@@ -313,3 +313,20 @@ fn a_broken_project_is_reported_and_left_untouched() {
     drop(h);
     assert_eq!(std::fs::read(broken.join("project.json")).unwrap(), before);
 }
+
+#[test]
+fn deleting_a_character_clears_its_cast_slots_and_undoes_as_one_step() {
+    let home = tempfile::tempdir().unwrap();
+    let mut h = harness(home.path(), None);
+    h.run();
+    let before = h.state().project().clone();
+    let lav = before.characters[1].id;
+    assert!(before.panels.iter().any(|p| p.cast.iter().any(|s| s.character == lav)));
+    h.get_by_label("Delete Lav").click();
+    h.run();
+    let after = h.state().project();
+    assert_eq!(after.characters.len(), 1);
+    assert!(after.panels.iter().all(|p| p.cast.iter().all(|s| s.character != lav)));
+    undo(&mut h);
+    assert_eq!(h.state().project(), &before);
+}
