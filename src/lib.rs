@@ -5,9 +5,11 @@
 //! and snapshotted into immutable jobs for the worker thread (`engine`), which owns the models.
 
 pub mod app_dirs;
+pub mod cli;
 pub mod engine;
 pub mod imaging;
 pub mod models;
+pub mod pipeline;
 pub mod pose;
 pub mod sampling;
 pub mod story;

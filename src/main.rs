@@ -10,10 +10,35 @@ const USAGE: &str = "StoryMaker Studio — illustrated stories with consistent c
 
 Usage:
   storymaker [PROJECT_FOLDER]   open the editor (the sample story on first run)
+  storymaker bench unet ...     time the SDXL UNet (see `storymaker bench --help`)
+  storymaker tensor-check COMPONENT --weights W --inputs IN --out OUT
+                                run one model component on given tensors (see --help)
   storymaker --help | --version
 ";
 
+/// Runs a command-line subcommand; `None` when the arguments are for the GUI.
+fn subcommand(args: &[String]) -> Option<std::process::ExitCode> {
+    let (name, rest) = args.split_first()?;
+    let run: fn(&storymaker::cli::args::Args) -> anyhow::Result<()> = match name.as_str() {
+        "bench" => storymaker::cli::bench::run,
+        "tensor-check" => storymaker::cli::tensor_check::run,
+        _ => return None,
+    };
+    let result = storymaker::cli::args::Args::parse(rest).and_then(|a| run(&a));
+    Some(match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("storymaker {name}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    })
+}
+
 fn main() -> std::process::ExitCode {
+    let words: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+    if let Some(code) = subcommand(&words) {
+        return code;
+    }
     let mut open = None;
     for arg in std::env::args_os().skip(1) {
         match arg.to_str() {

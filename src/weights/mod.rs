@@ -10,6 +10,7 @@
 //! <models>/storymaker/mask.bin   the StoryMaker adapter (FireRedTeam/StoryMaker)
 //! ```
 
+pub mod diffusers;
 pub mod safetensors_header;
 pub mod sgm;
 pub mod store;

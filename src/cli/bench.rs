@@ -1,0 +1,84 @@
+//! `storymaker bench unet`: times SDXL UNet evaluations with random full-size weights.
+//!
+//! Reports milliseconds per denoising step (one UNet call on the CFG batch), measured after
+//! warm-up with the device synchronised, so figures can be compared with diffusers in one run.
+
+use std::time::Instant;
+
+use candle_core::{DType, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+
+use super::args::Args;
+use crate::models::unet::{UNet2DConditionModel, UNetConfig, UNetInput};
+
+pub const HELP: &str = "storymaker bench unet [--size 1024] [--batch 2] [--dtype bf16] [--steps 20] [--warmup 2]
+                      [--device auto|cpu|cuda] [--config sdxl|FILE.json]
+  Builds the SDXL UNet with random weights (full size by default) and times --steps UNet calls
+  on a batch of --batch latents of --size/8 pixels (batch 2 = one CFG step). On the CPU use a
+  small --size (e.g. 256) and --dtype f32.";
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    if args.has("help") || args.positional.first().map(String::as_str) != Some("unet") {
+        println!("{HELP}");
+        return Ok(());
+    }
+    let device = super::parse_device(args.get_or("device", "auto"))?;
+    let dtype = super::parse_dtype(args.get_or("dtype", if device.is_cpu() { "f32" } else { "bf16" }))?;
+    let size: usize = args.parse_or("size", if device.is_cpu() { 256 } else { 1024 })?;
+    let batch: usize = args.parse_or("batch", 2)?;
+    let steps: usize = args.parse_or("steps", 20)?;
+    let warmup: usize = args.parse_or("warmup", 2)?;
+    let config = match args.get_or("config", "sdxl") {
+        "sdxl" => UNetConfig::sdxl_base(),
+        path => UNetConfig::from_json(&std::fs::read(path)?).map_err(anyhow::Error::msg)?,
+    };
+    anyhow::ensure!(size % 8 == 0 && size >= 64, "--size must be a multiple of 8, at least 64");
+    let t0 = Instant::now();
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, dtype, &device);
+    let unet = UNet2DConditionModel::new(vb, &config)?;
+    let params: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
+    println!(
+        "unet: {:.2}B parameters, random weights, {dtype:?} on {device:?}, built in {:.1}s",
+        params as f64 / 1e9,
+        t0.elapsed().as_secs_f64()
+    );
+    let lat = size / 8;
+    let sample = Tensor::randn(0f32, 1.0, (batch, config.in_channels, lat, lat), &device)?.to_dtype(dtype)?;
+    let timesteps = Tensor::full(500f32, batch, &device)?;
+    let context = Tensor::randn(0f32, 1.0, (batch, 77, config.cross_attention_dim), &device)?.to_dtype(dtype)?;
+    let pooled_dim = config.text_time().map(|(t, p)| p - 6 * t).unwrap_or(0);
+    let text_embeds = Tensor::randn(0f32, 1.0, (batch, pooled_dim), &device)?.to_dtype(dtype)?;
+    let ids = crate::pipeline::sdxl_time_ids(size, size, batch, dtype, &device)?;
+    let input = UNetInput {
+        sample: &sample,
+        timesteps: &timesteps,
+        encoder_hidden_states: &context,
+        text_embeds: config.text_time().map(|_| &text_embeds),
+        time_ids: config.text_time().map(|_| &ids),
+        down_residuals: None,
+        mid_residual: None,
+    };
+    let mut times = Vec::with_capacity(steps);
+    for i in 0..warmup + steps {
+        let t = Instant::now();
+        let out = unet.forward(&input)?;
+        device.synchronize()?;
+        if i >= warmup {
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        if i == 0 {
+            let finite = out.to_dtype(DType::F32)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            anyhow::ensure!(finite.is_finite(), "the UNet produced non-finite values");
+        }
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
+    let median = times.get(times.len() / 2).copied().unwrap_or(0.0);
+    println!(
+        "bench unet size={size} batch={batch} dtype={dtype:?} steps={steps}: mean {mean:.2} ms/step, median {median:.2}, min {:.2}, max {:.2}",
+        times.first().copied().unwrap_or(0.0),
+        times.last().copied().unwrap_or(0.0)
+    );
+    Ok(())
+}
