@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# One prepared run on the lent GPU machine (see shared/cuda/README.md): CUDA correctness of every
+# SDXL component on the tiny parity fixtures (f32 and bf16; outputs written to $OUT and compared
+# on the build machine), then the 1024x1024 CFG UNet step time next to diffusers eager.
+#   bash tools/gpu/run_checks.sh .gpu/storymaker
+set -uo pipefail
+bin=${1:-.gpu/storymaker}
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+FX=tests/fixtures/parity
+G=.gpu/sdxl-tiny
+# The tiny models in a diffusers folder layout.
+mkdir -p $G/unet $G/vae $G/text_encoder $G/text_encoder_2
+cp $FX/unet.config.json $G/unet/config.json; cp $FX/unet.weights.safetensors $G/unet/diffusion_pytorch_model.safetensors
+cp $FX/vae.config.json $G/vae/config.json; cp $FX/vae.weights.safetensors $G/vae/diffusion_pytorch_model.safetensors
+cp $FX/clip_l.config.json $G/text_encoder/config.json; cp $FX/clip_l.weights.safetensors $G/text_encoder/model.safetensors
+cp $FX/clip_g.config.json $G/text_encoder_2/config.json; cp $FX/clip_g.weights.safetensors $G/text_encoder_2/model.safetensors
+for dt in f32 bf16; do
+  for c in text-encoders unet vae-decode; do
+    w=$G; [ $c = unet ] && w=$G/unet; [ $c = vae-decode ] && w=$G/vae
+    timeout 120 bash .gpu/gpu-run.sh "$bin" tensor-check $c --device cuda --dtype $dt --weights $w \
+      --inputs .gpu/inputs/$c.safetensors --out "$OUT/$c.$dt.safetensors" 2>&1 | grep -E "wrote|error|Error" | tail -2
+  done
+done
+echo "== storymaker bench (candle, ours)"
+timeout 240 bash .gpu/gpu-run.sh "$bin" bench unet --size 1024 --batch 2 --dtype bf16 --steps 20 --device cuda 2>&1 | tail -3
+echo "== diffusers eager (same GPU, same shapes)"
+PY=""
+for p in python3 /opt/torch/.venv/bin/python3 python; do
+  if "$p" -c "import torch" 2>/dev/null; then PY=$p; break; fi
+done
+"$PY" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__)"
+if ! "$PY" -c "import diffusers" 2>/dev/null; then
+  "$PY" -m pip install -q --no-index --find-links .gpu/wheels --target .gpu/py --no-deps diffusers huggingface_hub \
+    filelock importlib_metadata zipp requests urllib3 idna charset_normalizer certifi click fsspec packaging tqdm \
+    typing_extensions httpx2 anyio sniffio h11 httpcore regex pyyaml safetensors hf_xet 2>&1 | tail -2
+fi
+PYTHONPATH=.gpu/py:${PYTHONPATH:-} timeout 240 "$PY" tools/gpu/diffusers_unet_bench.py --size 1024 --batch 2 --dtype bf16 --steps 20 2>&1 | tail -3
+nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv
