@@ -112,7 +112,7 @@ impl VaeConfig {
     }
 }
 
-/// A `[c, c]` projection with bias, stored under `new` (diffusers) or `old` (pre-0.14 names in
+/// A `[c, c]` projection with bias, stored under `new` (diffusers) or `old` (the legacy names in
 /// published SDXL VAE files). A `[c, c, 1, 1]` 1x1-conv weight (original LDM layout) is accepted.
 fn attn_linear(vb: &VarBuilder, new: &str, old: &str, c: usize) -> Result<Linear> {
     let name = if !vb.contains_tensor(&format!("{new}.weight")) && vb.contains_tensor(&format!("{old}.weight")) {
@@ -171,7 +171,8 @@ struct MidBlock {
 
 impl MidBlock {
     fn new(vb: VarBuilder, channels: usize, groups: usize, add_attention: bool) -> Result<Self> {
-        let resnet = |i: usize| ResnetBlock2D::new(vb.pp("resnets").pp(i), channels, channels, None, groups, VAE_NORM_EPS);
+        let resnet =
+            |i: usize| ResnetBlock2D::new(vb.pp("resnets").pp(i), channels, channels, None, groups, VAE_NORM_EPS);
         Ok(MidBlock {
             resnet0: resnet(0)?,
             attention: add_attention
@@ -450,11 +451,12 @@ mod tests {
         let dev = Device::Cpu;
         let a = Tensor::arange(0f32, 24.0, &dev)?.reshape((1, 1, 4, 6))?;
         let b = (Tensor::ones((1, 1, 3, 6), DType::F32, &dev)? * 100.0)?;
-        let got = blend_edge(&a, &b, 2, 2)?.to_vec3::<f32>()?.remove(0);
-        let a = a.to_vec3::<f32>()?.remove(0);
+        let got = blend_edge(&a, &b, 2, 2)?.flatten_to(2)?.to_vec2::<f32>()?;
+        let a = a.flatten_to(2)?.to_vec2::<f32>()?;
         for (y, row) in got.iter().enumerate() {
             for (x, v) in row.iter().enumerate() {
-                let expect = if y < 2 { a[2 + y][x] * (1.0 - y as f32 / 2.0) + 100.0 * (y as f32 / 2.0) } else { 100.0 };
+                let expect =
+                    if y < 2 { a[2 + y][x] * (1.0 - y as f32 / 2.0) + 100.0 * (y as f32 / 2.0) } else { 100.0 };
                 assert!((v - expect).abs() < 1e-6, "({y},{x}) {v} vs {expect}");
             }
         }

@@ -68,9 +68,9 @@ impl UNet2DConditionModel {
         };
         let mut down_blocks = Vec::with_capacity(n);
         let mut out = ch[0];
-        for i in 0..n {
+        for (i, &width) in ch.iter().enumerate() {
             let cin = out;
-            out = ch[i];
+            out = width;
             let cross = config.down_block_types[i] == "CrossAttnDownBlock2D";
             down_blocks.push(DownBlock::new(
                 vb.pp("down_blocks").pp(i),
