@@ -13,5 +13,6 @@ pub mod pipeline;
 pub mod pose;
 pub mod sampling;
 pub mod story;
+#[cfg(feature = "gui")]
 pub mod ui;
 pub mod weights;

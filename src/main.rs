@@ -1,9 +1,13 @@
 //! `storymaker [PROJECT_FOLDER]` opens the editor (the sample story on first run).
 
+#[cfg(feature = "gui")]
 use std::path::PathBuf;
+#[cfg(feature = "gui")]
 use std::sync::Arc;
 
+#[cfg(feature = "gui")]
 use storymaker::app_dirs::AppPaths;
+#[cfg(feature = "gui")]
 use storymaker::ui::{AppEnv, NativeDialogs, StoryApp};
 
 const USAGE: &str = "StoryMaker Studio — illustrated stories with consistent characters
@@ -39,6 +43,17 @@ fn main() -> std::process::ExitCode {
     if let Some(code) = subcommand(&words) {
         return code;
     }
+    run_gui()
+}
+
+#[cfg(not(feature = "gui"))]
+fn run_gui() -> std::process::ExitCode {
+    eprint!("this storymaker was built without the `gui` feature: only the subcommands work\n\n{USAGE}");
+    std::process::ExitCode::from(2)
+}
+
+#[cfg(feature = "gui")]
+fn run_gui() -> std::process::ExitCode {
     let mut open = None;
     for arg in std::env::args_os().skip(1) {
         match arg.to_str() {

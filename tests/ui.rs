@@ -330,3 +330,21 @@ fn deleting_a_character_clears_its_cast_slots_and_undoes_as_one_step() {
     undo(&mut h);
     assert_eq!(h.state().project(), &before);
 }
+
+#[test]
+fn an_over_long_prompt_shows_a_truncation_warning() {
+    let home = tempfile::tempdir().unwrap();
+    let mut h = harness(home.path(), None);
+    step_until(&mut h, "the tokenizer", |a| a.tokenizer_ready());
+    const WARNING: &str = "the end of this prompt will be ignored";
+    assert!(
+        h.query_all_by_label_contains("/75 tokens").count() == 2,
+        "prompt and negative prompt show their token counts"
+    );
+    assert_eq!(h.query_all_by_label_contains(WARNING).count(), 0, "a short prompt is not truncated");
+    let prompt = h.get_by_label("Prompt");
+    prompt.focus();
+    prompt.type_text(&" and a red balloon".repeat(20));
+    h.run();
+    assert_eq!(h.query_all_by_label_contains(WARNING).count(), 1, "an 80+ token prompt warns");
+}

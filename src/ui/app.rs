@@ -76,6 +76,8 @@ pub struct StoryApp {
     last_autosave: Instant,
     pub(crate) editor: CharacterEditor,
     title_shown: String,
+    /// The CLIP tokenizer for prompt-length warnings, loaded once in the background.
+    pub(crate) tokenizer: Arc<std::sync::OnceLock<Option<crate::models::tokenizer::ClipTokenizer>>>,
 }
 
 impl StoryApp {
@@ -113,7 +115,15 @@ impl StoryApp {
             last_autosave: Instant::now(),
             editor: CharacterEditor::default(),
             title_shown: String::new(),
+            tokenizer: Arc::new(std::sync::OnceLock::new()),
         };
+        let cell = app.tokenizer.clone();
+        let repaint = ctx.clone();
+        // Building the BPE tables takes a moment; the prompt fields work without it meanwhile.
+        let _ = std::thread::Builder::new().name("tokenizer".into()).spawn(move || {
+            let _ = cell.set(crate::models::tokenizer::ClipTokenizer::bundled().ok());
+            repaint.request_repaint();
+        });
         if app.engine.is_none() {
             app.set_error("Could not start the generation worker thread; generation is unavailable.".into());
         }
@@ -212,6 +222,11 @@ impl StoryApp {
 
     pub fn panel_status(&self, id: PanelId) -> Option<&PanelStatus> {
         self.panel_status.get(&id)
+    }
+
+    /// True once the background tokenizer load finished (successfully or not).
+    pub fn tokenizer_ready(&self) -> bool {
+        self.tokenizer.get().is_some()
     }
 
     pub fn uses_gpu_overlay(&self) -> bool {

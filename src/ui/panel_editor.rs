@@ -46,7 +46,9 @@ pub fn show(app: &mut StoryApp, ui: &mut egui::Ui, id: PanelId) {
     egui::ScrollArea::vertical().show(ui, |ui| {
         ui.heading(format!("Panel {} of {}", index + 1, app.doc.panels.len()));
         labelled_text(ui, "Prompt", &mut p.prompt, true, "What happens in this panel");
+        token_budget(app, ui, &p.prompt);
         labelled_text(ui, "Negative prompt", &mut p.negative_prompt, false, "What to avoid");
+        token_budget(app, ui, &p.negative_prompt);
         ui.separator();
         cast_editor(app, ui, &mut p);
         ui.separator();
@@ -138,6 +140,24 @@ pub fn show(app: &mut StoryApp, ui: &mut egui::Ui, id: PanelId) {
     }
     if cancel {
         app.cancel(id);
+    }
+}
+
+/// SDXL's text encoders read 75 prompt tokens; diffusers truncates the rest (spec §3.4: the
+/// adapter even hard-codes the 77-token text length), so say so while the artist types.
+fn token_budget(app: &StoryApp, ui: &mut egui::Ui, prompt: &str) {
+    use crate::models::tokenizer::Padding;
+    let Some(Some(tok)) = app.tokenizer.get() else { return };
+    let (Ok(a), Ok(b)) = (tok.encode(prompt, Padding::Eos), tok.encode(prompt, Padding::Zero)) else { return };
+    let count = a.token_count.max(b.token_count);
+    if a.truncated || b.truncated {
+        let dropped = tok.dropped_text(prompt, Padding::Eos).ok().flatten().unwrap_or_default();
+        ui.colored_label(
+            ui.visuals().warn_fg_color,
+            format!("{count}/75 tokens: the end of this prompt will be ignored (“{}”)", dropped.trim()),
+        );
+    } else if count > 0 {
+        ui.small(format!("{count}/75 tokens"));
     }
 }
 
