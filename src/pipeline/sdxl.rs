@@ -1,0 +1,146 @@
+//! Loading SDXL from a models folder and generating one image from a prompt: tokenizer → both
+//! text encoders → denoising loop → VAE → RGB image (spec §5.3 without the character adapter).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+
+use super::noise::SeededNormal;
+use super::txt2img::{denoise, PipelineError, SdxlConditioning, StepControl, StepInfo};
+use crate::models::clip_text::{sdxl_text_embeddings, ClipTextConfig, ClipTextModel};
+use crate::models::tokenizer::{ClipTokenizer, Padding};
+use crate::models::unet::{UNet2DConditionModel, UNetConfig};
+use crate::models::vae::{raw_to_rgb_images, AutoencoderKlDecoder, VaeConfig};
+use crate::sampling::{build_scheduler, Guidance, SchedulerConfig, SchedulerKind};
+use crate::weights::diffusers::{component_config, component_weight_files};
+use crate::weights::store::TensorStore;
+
+/// Everything a txt2img generation needs, loaded once and kept on the device across jobs.
+pub struct SdxlModels {
+    pub tokenizer: ClipTokenizer,
+    pub text_encoder: ClipTextModel,
+    pub text_encoder_2: ClipTextModel,
+    pub unet: UNet2DConditionModel,
+    pub vae: AutoencoderKlDecoder,
+    pub scheduler_config: SchedulerConfig,
+    pub device: Device,
+    pub dtype: DType,
+    /// Where the weights came from (recorded on every variant).
+    pub source: PathBuf,
+}
+
+fn err(e: impl std::fmt::Display) -> PipelineError {
+    PipelineError::Input(e.to_string())
+}
+
+impl SdxlModels {
+    /// Loads a diffusers SDXL folder (`unet/`, `vae/`, `text_encoder/`, `text_encoder_2/`,
+    /// `tokenizer/`, `scheduler/`). `progress` receives a line per component (the UI shows it).
+    pub fn load_diffusers(
+        dir: &Path,
+        device: &Device,
+        dtype: DType,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<SdxlModels, PipelineError> {
+        let vb = |sub: &str, base: &str| -> Result<candle_nn::VarBuilder<'static>, PipelineError> {
+            let files = component_weight_files(&dir.join(sub), base).map_err(err)?;
+            Ok(TensorStore::open(&files).map_err(err)?.into_var_builder(dtype, device))
+        };
+        progress("tokenizer");
+        let tok_dir = dir.join("tokenizer");
+        let tokenizer = if tok_dir.is_dir() { ClipTokenizer::from_file(&tok_dir) } else { ClipTokenizer::bundled() }
+            .map_err(err)?;
+        progress("text encoders");
+        let c1 = ClipTextConfig::from_json(&component_config(&dir.join("text_encoder")).map_err(err)?).map_err(err)?;
+        let c2 =
+            ClipTextConfig::from_json(&component_config(&dir.join("text_encoder_2")).map_err(err)?).map_err(err)?;
+        let text_encoder = ClipTextModel::new(vb("text_encoder", "model")?, &c1, false)?;
+        let text_encoder_2 = ClipTextModel::new(vb("text_encoder_2", "model")?, &c2, true)?;
+        progress("UNet");
+        let ucfg = UNetConfig::from_json(component_config(&dir.join("unet")).map_err(err)?.as_bytes()).map_err(err)?;
+        let unet = UNet2DConditionModel::new(vb("unet", "diffusion_pytorch_model")?, &ucfg)?;
+        progress("VAE");
+        let vcfg = VaeConfig::from_json(&component_config(&dir.join("vae")).map_err(err)?).map_err(err)?;
+        let vae = AutoencoderKlDecoder::new(vb("vae", "diffusion_pytorch_model")?, &vcfg)?;
+        let sched_path = dir.join("scheduler").join("scheduler_config.json");
+        let scheduler_config = SchedulerConfig::from_json_file(&sched_path).map_err(err)?;
+        Ok(SdxlModels {
+            tokenizer,
+            text_encoder,
+            text_encoder_2,
+            unet,
+            vae,
+            scheduler_config,
+            device: device.clone(),
+            dtype,
+            source: dir.to_path_buf(),
+        })
+    }
+
+    /// `prompt_embeds [1,77,C]` and the pooled embedding `[1,P]` of one prompt (spec §6).
+    pub fn encode_prompt(&self, prompt: &str) -> Result<(Tensor, Tensor), PipelineError> {
+        let a = self.tokenizer.encode(prompt, Padding::Eos).map_err(err)?;
+        let b = self.tokenizer.encode(prompt, Padding::Zero).map_err(err)?;
+        let ids = |v: Vec<u32>| Tensor::from_vec(v, (1, 77), &self.device);
+        let l = self.text_encoder.forward(&ids(a.ids)?)?;
+        let g = self.text_encoder_2.forward(&ids(b.ids)?)?;
+        Ok(sdxl_text_embeddings(&l, &g)?)
+    }
+}
+
+/// What to generate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Txt2ImgRequest {
+    pub prompt: String,
+    /// Empty: zero embeddings, as diffusers does when no negative prompt is given
+    /// (`force_zeros_for_empty_prompt`).
+    pub negative_prompt: String,
+    pub seed: u64,
+    pub width: usize,
+    pub height: usize,
+    pub steps: usize,
+    pub guidance: f64,
+    pub scheduler: SchedulerKind,
+}
+
+pub struct Generated {
+    pub image: image::RgbImage,
+    pub latents: Tensor,
+}
+
+/// Generates one image. `on_step` sees every step (progress, previews) and may cancel.
+pub fn generate(
+    models: &SdxlModels,
+    req: &Txt2ImgRequest,
+    on_step: &mut dyn FnMut(StepInfo) -> StepControl,
+) -> Result<Generated, PipelineError> {
+    let factor = models.vae.config().upscale_factor();
+    if req.width % factor != 0 || req.height % factor != 0 || req.width == 0 || req.height == 0 {
+        return Err(PipelineError::Input(format!("the image size must be a positive multiple of {factor} pixels")));
+    }
+    if req.steps == 0 {
+        return Err(PipelineError::Input("at least one step is needed".into()));
+    }
+    let guidance = Guidance::new(req.guidance);
+    let (embeds, pooled) = models.encode_prompt(&req.prompt)?;
+    let (neg_embeds, neg_pooled) = if !guidance.is_active() || req.negative_prompt.trim().is_empty() {
+        (embeds.zeros_like()?, pooled.zeros_like()?)
+    } else {
+        models.encode_prompt(&req.negative_prompt)?
+    };
+    let cond = SdxlConditioning {
+        prompt_embeds: embeds,
+        pooled,
+        negative_prompt_embeds: neg_embeds,
+        negative_pooled: neg_pooled,
+    };
+    let mut rng = SeededNormal::new(req.seed);
+    let shape = (1, models.unet.config().in_channels, req.height / factor, req.width / factor);
+    let init = rng.tensor(&shape.into(), models.dtype, &models.device)?;
+    let mut sched = build_scheduler(req.scheduler, &models.scheduler_config, req.steps)?;
+    let latents =
+        denoise(&models.unet, sched.as_mut(), &init, &cond, guidance, (req.height, req.width), &mut rng, on_step)?;
+    let raw = models.vae.decode(&latents)?;
+    let image = raw_to_rgb_images(&raw)?.into_iter().next().ok_or_else(|| err("the VAE returned no image"))?;
+    Ok(Generated { image, latents })
+}
