@@ -20,6 +20,8 @@ use storymaker::sampling::{
 use common::{max_rel_err, parity_fixture};
 
 const TOL: f32 = 1e-4;
+/// Two float32 ulps, relative.
+const SIGMA_TOL: f64 = 2.4e-7;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 type Fixture = HashMap<String, Tensor>;
@@ -61,8 +63,12 @@ impl Worst {
 fn assert_tables(s: &dyn Scheduler, fx: &Fixture, prefix: &str) -> TestResult {
     let (ts, sig) = (values(get(fx, &format!("{prefix}timesteps"))?)?, values(get(fx, &format!("{prefix}sigmas"))?)?);
     assert_eq!(s.timesteps(), ts.as_slice(), "{prefix}timesteps");
-    // The float32 tables are reproduced bit for bit.
-    assert_eq!(s.sigmas(), sig.as_slice(), "{prefix}sigmas");
+    // torch's float32 sqrt (MKL) is not correctly rounded: about a fifth of the training sigmas
+    // differ from IEEE sqrt by one ulp, so the tables agree to float32 rounding, not bit for bit.
+    assert_eq!(s.sigmas().len(), sig.len(), "{prefix}sigmas length");
+    for (j, (a, b)) in s.sigmas().iter().zip(&sig).enumerate() {
+        assert!((a - b).abs() <= SIGMA_TOL * b.abs(), "{prefix}sigmas[{j}]: {a} vs {b}");
+    }
     Ok(())
 }
 
@@ -99,13 +105,14 @@ fn run_unipc(fx: &Fixture, n: usize) -> TestResult {
     let (samples, outputs) = (get(fx, &format!("{p}samples"))?, get(fx, &format!("{p}model_outputs"))?);
     let (x0s, corrected) = (get(fx, &format!("{p}x0"))?, get(fx, &format!("{p}corrected"))?);
     let orders = values(get(fx, &format!("{p}orders"))?)?;
+    assert_eq!(orders.len(), n);
     let (mut w_sample, mut w_x0, mut w_corr) = (Worst::default(), Worst::default(), Worst::default());
     let mut x = samples.get(0)?;
-    for i in 0..n {
+    for (i, &order) in orders.iter().enumerate() {
         let x_in = s.scale_model_input(&x, i)?;
         assert_eq!(max_rel_err(&x_in, &x), 0.0, "UniPC's model input is the sample");
         x = s.step(&outputs.get(i)?, i, &x, &mut NoNoise)?;
-        assert_eq!(s.last_order() as f64, orders[i], "predictor order at step {i}");
+        assert_eq!(s.last_order() as f64, order, "predictor order at step {i}");
         w_x0.check("x0", i, s.pred_original_sample().ok_or("x0")?, &x0s.get(i)?);
         w_corr.check("corrected", i, s.corrected_sample().ok_or("corrected")?, &corrected.get(i)?);
         w_sample.check("sample", i + 1, &x, &samples.get(i + 1)?);

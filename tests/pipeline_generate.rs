@@ -3,54 +3,9 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::parity_fixture;
+use common::tiny_sdxl;
 use storymaker::pipeline::{generate, PipelineError, SdxlModels, StepControl, Txt2ImgRequest};
 use storymaker::sampling::SchedulerKind;
-
-fn copy(from: &str, to: &Path) {
-    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-    std::fs::copy(parity_fixture(from), to).unwrap();
-}
-
-/// CLIP's byte alphabet as vocabulary (plus `</w>` forms and the two specials, EOS last) and no
-/// merges: every id stays below the tiny models' 1000-token embedding.
-fn write_byte_tokenizer(dir: &Path) {
-    let mut bytes: Vec<u32> = (u32::from('!')..=u32::from('~')).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
-    let mut chars: Vec<u32> = bytes.clone();
-    let mut n = 0;
-    for b in 0..256u32 {
-        if !bytes.contains(&b) {
-            bytes.push(b);
-            chars.push(256 + n);
-            n += 1;
-        }
-    }
-    let mut vocab: Vec<String> = chars.iter().map(|&c| char::from_u32(c).unwrap().to_string()).collect();
-    let with_suffix: Vec<String> = vocab.iter().map(|c| format!("{c}</w>")).collect();
-    vocab.extend(with_suffix);
-    vocab.push("<|startoftext|>".into());
-    vocab.push("<|endoftext|>".into());
-    let map: serde_json::Map<String, serde_json::Value> =
-        vocab.into_iter().enumerate().map(|(i, t)| (t, serde_json::Value::from(i))).collect();
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("vocab.json"), serde_json::to_vec(&map).unwrap()).unwrap();
-    std::fs::write(dir.join("merges.txt"), "#version: 0.2\n").unwrap();
-}
-
-fn tiny_sdxl(root: &Path) {
-    copy("unet.config.json", &root.join("unet/config.json"));
-    copy("unet.weights.safetensors", &root.join("unet/diffusion_pytorch_model.safetensors"));
-    copy("vae.config.json", &root.join("vae/config.json"));
-    copy("vae.weights.safetensors", &root.join("vae/diffusion_pytorch_model.safetensors"));
-    copy("clip_l.config.json", &root.join("text_encoder/config.json"));
-    copy("clip_l.weights.safetensors", &root.join("text_encoder/model.safetensors"));
-    copy("clip_g.config.json", &root.join("text_encoder_2/config.json"));
-    copy("clip_g.weights.safetensors", &root.join("text_encoder_2/model.safetensors"));
-    copy("sched_sdxl_base.config.json", &root.join("scheduler/scheduler_config.json"));
-    write_byte_tokenizer(&root.join("tokenizer"));
-}
 
 fn request(seed: u64, scheduler: SchedulerKind) -> Txt2ImgRequest {
     Txt2ImgRequest {

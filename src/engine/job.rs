@@ -40,11 +40,44 @@ pub struct Job {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    Queued { job: JobId, panel: PanelId },
-    Started { job: JobId, panel: PanelId },
-    Progress { job: JobId, panel: PanelId, step: u32, total: u32 },
-    Failed { job: JobId, panel: PanelId, reason: String },
-    Cancelled { job: JobId, panel: PanelId },
+    Queued {
+        job: JobId,
+        panel: PanelId,
+    },
+    Started {
+        job: JobId,
+        panel: PanelId,
+    },
+    /// A one-line notice while the job runs (model loading, CPU fallback).
+    Status {
+        job: JobId,
+        panel: PanelId,
+        message: String,
+    },
+    Progress {
+        job: JobId,
+        panel: PanelId,
+        step: u32,
+        total: u32,
+    },
+    /// The image is written to the job's `output`; everything needed to reproduce it is here.
+    Done {
+        job: JobId,
+        panel: PanelId,
+        output: PathBuf,
+        seed: u64,
+        models: Vec<String>,
+        scheduler: String,
+    },
+    Failed {
+        job: JobId,
+        panel: PanelId,
+        reason: String,
+    },
+    Cancelled {
+        job: JobId,
+        panel: PanelId,
+    },
 }
 
 impl Event {
@@ -52,7 +85,9 @@ impl Event {
         match self {
             Event::Queued { panel, .. }
             | Event::Started { panel, .. }
+            | Event::Status { panel, .. }
             | Event::Progress { panel, .. }
+            | Event::Done { panel, .. }
             | Event::Failed { panel, .. }
             | Event::Cancelled { panel, .. } => *panel,
         }

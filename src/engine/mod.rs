@@ -1,10 +1,11 @@
 //! The worker thread that owns the models and runs generation jobs.
 //!
 //! The UI sends immutable [`Job`] snapshots and receives [`Event`]s; it never touches a model.
-//! The model pipeline lands with the SDXL/StoryMaker issues: until then a job checks the models
-//! folder and fails with the real discovery message (never a fake image).
+//! Jobs run the SDXL pipeline (`pipeline::generate`); the StoryMaker character adapter is not
+//! part of this version, so cast members are not applied yet (the variant records that).
 
 pub mod job;
+pub mod models;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +16,11 @@ use crossbeam_channel::{Receiver, Sender};
 
 pub use job::{CharacterSnapshot, Event, Job, JobId};
 
-use crate::weights;
+use crate::pipeline::{generate, StepControl, Txt2ImgRequest};
+use crate::sampling::SchedulerKind;
+
+/// The reason string of a cancelled job (turned into `Event::Cancelled`).
+const CANCELLED: &str = "cancelled";
 
 enum Command {
     Submit(Job),
@@ -40,7 +45,15 @@ impl Engine {
         let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
         let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
         let cancel = Arc::new(AtomicBool::new(false));
-        let worker = Worker { commands: cmd_rx, events: ev_tx, wake, cancel: cancel.clone(), queue: VecDeque::new() };
+        let worker = Worker {
+            commands: cmd_rx,
+            events: ev_tx,
+            wake,
+            cancel: cancel.clone(),
+            queue: VecDeque::new(),
+            models: models::ModelCache::default(),
+            current: None,
+        };
         let thread = std::thread::Builder::new().name("storymaker-engine".into()).spawn(move || worker.run())?;
         Ok(Engine { commands: cmd_tx, events: ev_rx, cancel_current: cancel, thread: Some(thread) })
     }
@@ -80,6 +93,9 @@ struct Worker {
     wake: Arc<dyn Fn() + Send + Sync>,
     cancel: Arc<AtomicBool>,
     queue: VecDeque<Job>,
+    models: models::ModelCache,
+    /// The job being generated (a Cancel for it sets `cancel`).
+    current: Option<JobId>,
 }
 
 impl Worker {
@@ -103,6 +119,9 @@ impl Worker {
                 }
             }
             Command::Cancel(id) => {
+                if self.current == Some(id) {
+                    self.cancel.store(true, Ordering::SeqCst);
+                }
                 if let Some(i) = self.queue.iter().position(|j| j.id == id) {
                     if let Some(job) = self.queue.remove(i) {
                         self.send(Event::Cancelled { job: job.id, panel: job.panel });
@@ -133,25 +152,104 @@ impl Worker {
             }
             let Some(job) = self.queue.pop_front() else { continue };
             self.cancel.store(false, Ordering::SeqCst);
+            self.current = Some(job.id);
             self.send(Event::Started { job: job.id, panel: job.panel });
             match self.generate(&job) {
                 Ok(()) => {}
-                Err(reason) => self.send(Event::Failed { job: job.id, panel: job.panel, reason }),
+                Err(reason) if reason == CANCELLED => self.send(Event::Cancelled { job: job.id, panel: job.panel }),
+                Err(reason) => {
+                    if reason.contains("out of memory") || reason.contains("OUT_OF_MEMORY") {
+                        // Release VRAM so the app keeps working; the next job reloads.
+                        self.models.clear();
+                    }
+                    self.send(Event::Failed { job: job.id, panel: job.panel, reason })
+                }
             }
+            self.current = None;
         }
     }
 
-    /// Runs one job. Model loading and denoising land with the pipeline issues; the checks
-    /// below are the real first steps of that pipeline.
+    /// Runs one job: models (loaded once), SDXL generation with per-step progress and cancel,
+    /// the PNG written atomically to the job's output path.
     fn generate(&mut self, job: &Job) -> Result<(), String> {
-        let sdxl = weights::find_sdxl(&job.models_dir).map_err(|e| e.to_string())?;
-        let location = match sdxl {
-            weights::SdxlSource::Diffusers(p) | weights::SdxlSource::SingleFile(p) => p,
+        let (device, dtype, notice) = models::choose_device();
+        if let Some(n) = notice {
+            self.send(Event::Status { job: job.id, panel: job.panel, message: n });
+        }
+        let (events, wake) = (self.events.clone(), self.wake.clone());
+        let say = |message: String| {
+            let _ = events.send(Event::Status { job: job.id, panel: job.panel, message });
+            wake();
         };
-        Err(format!(
-            "SDXL was found at {}, but this build of StoryMaker Studio cannot generate images yet: \
-             the SDXL/StoryMaker pipeline is not implemented in this version",
-            location.display()
-        ))
+        let models = self.models.get(&job.models_dir, &device, dtype, &mut |what| say(format!("Loading {what}…")))?;
+        let req = Txt2ImgRequest {
+            prompt: job.prompt.clone(),
+            negative_prompt: job.negative_prompt.clone(),
+            seed: job.seed,
+            width: job.params.width as usize,
+            height: job.params.height as usize,
+            steps: job.params.steps as usize,
+            guidance: job.params.guidance as f64,
+            scheduler: SchedulerKind::UniPc,
+        };
+        let cancel = self.cancel.clone();
+        let commands = self.commands.clone();
+        let mut pending = Vec::new();
+        let generated = generate(models, &req, &mut |info| {
+            let _ = events.send(Event::Progress {
+                job: job.id,
+                panel: job.panel,
+                step: info.step as u32,
+                total: info.total as u32,
+            });
+            wake();
+            // A Cancel for this job may be waiting in the command channel.
+            while let Ok(cmd) = commands.try_recv() {
+                match cmd {
+                    Command::Cancel(id) if id == job.id => cancel.store(true, Ordering::SeqCst),
+                    other => pending.push(other),
+                }
+            }
+            if cancel.load(Ordering::SeqCst) {
+                StepControl::Cancel
+            } else {
+                StepControl::Continue
+            }
+        });
+        let source = models.source.display().to_string();
+        for cmd in pending {
+            // Submissions/prioritisations that arrived during the job; a Shutdown ends the loop later.
+            if !self.handle(cmd) {
+                self.queue.clear();
+            }
+        }
+        let generated = match generated {
+            Ok(g) => g,
+            Err(crate::pipeline::PipelineError::Cancelled) => return Err(CANCELLED.into()),
+            Err(e) => return Err(e.to_string()),
+        };
+        let mut png = Vec::new();
+        generated
+            .image
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .map_err(|e| format!("could not encode the image: {e}"))?;
+        if let Some(dir) = job.output.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("could not create {}: {e}", dir.display()))?;
+        }
+        crate::story::persist::atomic_write(&job.output, &png)
+            .map_err(|e| format!("could not save {}: {e}", job.output.display()))?;
+        let mut models = vec![format!("sdxl:{source}")];
+        if !job.cast.is_empty() {
+            models.push("characters not applied (StoryMaker adapter not in this version)".into());
+        }
+        self.send(Event::Done {
+            job: job.id,
+            panel: job.panel,
+            output: job.output.clone(),
+            seed: job.seed,
+            models,
+            scheduler: SchedulerKind::UniPc.name().into(),
+        });
+        Ok(())
     }
 }

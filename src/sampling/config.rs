@@ -263,8 +263,7 @@ impl SchedulerConfig {
                 if self.interpolation_type == InterpolationType::LogLinear {
                     return unsupported("interpolation_type = log_linear".into());
                 }
-                if self.timestep_type == TimestepType::Continuous
-                    && self.prediction_type == PredictionType::VPrediction
+                if self.timestep_type == TimestepType::Continuous && self.prediction_type == PredictionType::VPrediction
                 {
                     return unsupported("timestep_type = continuous with v_prediction".into());
                 }

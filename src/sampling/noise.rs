@@ -10,7 +10,8 @@ use candle_core::{DType, Device, Shape, Tensor};
 pub trait NoiseSource {
     /// Draws `N(0, 1)` noise of `shape` for step `step_index`, preferably in `dtype` on `device`
     /// (the scheduler converts any floating dtype and checks the shape).
-    fn noise(&mut self, step_index: usize, shape: &Shape, dtype: DType, device: &Device) -> candle_core::Result<Tensor>;
+    fn noise(&mut self, step_index: usize, shape: &Shape, dtype: DType, device: &Device)
+        -> candle_core::Result<Tensor>;
 }
 
 /// Any `FnMut(step_index, shape, dtype, device)` closure is a noise source.
@@ -18,7 +19,13 @@ impl<F> NoiseSource for F
 where
     F: FnMut(usize, &Shape, DType, &Device) -> candle_core::Result<Tensor>,
 {
-    fn noise(&mut self, step_index: usize, shape: &Shape, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+    fn noise(
+        &mut self,
+        step_index: usize,
+        shape: &Shape,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
         self(step_index, shape, dtype, device)
     }
 }

@@ -74,13 +74,7 @@ pub(crate) fn torch_linspace_f32(start: f64, end: f64, steps: usize) -> Vec<f32>
     let step = (end - start) / (steps - 1) as f32;
     let halfway = steps / 2;
     (0..steps)
-        .map(|i| {
-            if i < halfway {
-                step.mul_add(i as f32, start)
-            } else {
-                (-step).mul_add((steps - 1 - i) as f32, end)
-            }
-        })
+        .map(|i| if i < halfway { step.mul_add(i as f32, start) } else { (-step).mul_add((steps - 1 - i) as f32, end) })
         .collect()
 }
 

@@ -78,6 +78,9 @@ pub struct StoryApp {
     title_shown: String,
     /// The CLIP tokenizer for prompt-length warnings, loaded once in the background.
     pub(crate) tokenizer: Arc<std::sync::OnceLock<Option<crate::models::tokenizer::ClipTokenizer>>>,
+    /// What each submitted job was made from, so a finished image records the exact inputs
+    /// even if the panel was edited while it ran.
+    jobs: HashMap<JobId, crate::story::Panel>,
 }
 
 impl StoryApp {
@@ -116,6 +119,7 @@ impl StoryApp {
             editor: CharacterEditor::default(),
             title_shown: String::new(),
             tokenizer: Arc::new(std::sync::OnceLock::new()),
+            jobs: HashMap::new(),
         };
         let cell = app.tokenizer.clone();
         let repaint = ctx.clone();
@@ -598,6 +602,7 @@ impl StoryApp {
         self.next_job += 1;
         self.panel_status.insert(id, PanelStatus::Queued(job.id));
         let job_id = job.id;
+        self.jobs.insert(job_id, panel.clone());
         if let Some(engine) = &self.engine {
             engine.submit(job);
             if self.selection == Selection::Panel(id) {
@@ -629,15 +634,63 @@ impl StoryApp {
             Event::Progress { job, step, total, .. } => {
                 self.panel_status.insert(panel, PanelStatus::Running { job, step, total });
             }
-            Event::Failed { reason, .. } => {
+            Event::Failed { job, reason, .. } => {
+                self.jobs.remove(&job);
                 self.set_error(format!("Generation failed: {reason}"));
                 self.panel_status.insert(panel, PanelStatus::Failed(reason));
             }
-            Event::Cancelled { .. } => {
+            Event::Cancelled { job, .. } => {
+                self.jobs.remove(&job);
                 self.panel_status.remove(&panel);
                 self.set_status("Generation cancelled".into());
             }
+            Event::Status { message, .. } => self.set_status(message),
+            Event::Done { job, output, seed, models, scheduler, .. } => {
+                self.panel_status.remove(&panel);
+                let made_from = self.jobs.remove(&job);
+                self.add_variant(panel, made_from, &output, seed, models, scheduler);
+            }
         }
+    }
+
+    /// Records a finished image as the panel's newest variant (one undoable step; the file stays
+    /// in the project's assets either way).
+    fn add_variant(
+        &mut self,
+        panel: PanelId,
+        made_from: Option<crate::story::Panel>,
+        output: &Path,
+        seed: u64,
+        models: Vec<String>,
+        scheduler: String,
+    ) {
+        let Some(i) = self.doc.panel_index(panel) else {
+            self.set_status(
+                "A generated image arrived for a panel that was deleted; it is kept in assets/images".into(),
+            );
+            return;
+        };
+        let rel = output.strip_prefix(&self.root).ok().and_then(|p| p.to_str()).map(|s| s.replace('\\', "/"));
+        let Some(image) = rel.and_then(|r| crate::story::AssetPath::new(&r).ok()) else {
+            self.set_error(format!("The generated image {} is outside the project folder", output.display()));
+            return;
+        };
+        let before = self.doc.panels[i].clone();
+        let src = made_from.unwrap_or_else(|| before.clone());
+        let mut after = before.clone();
+        after.variants.push(crate::story::Variant {
+            image,
+            prompt: src.prompt,
+            negative_prompt: src.negative_prompt,
+            seed,
+            params: src.params,
+            cast: src.cast,
+            models,
+            scheduler,
+        });
+        after.chosen = Some(after.variants.len() - 1);
+        self.edit(Edit::UpdatePanel { before: Box::new(before), after: Box::new(after) });
+        self.set_status(format!("Panel {} generated (seed {seed})", i + 1));
     }
 
     // ----- frame ------------------------------------------------------------------------------

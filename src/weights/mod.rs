@@ -13,6 +13,7 @@
 pub mod diffusers;
 pub mod safetensors_header;
 pub mod sgm;
+pub mod single_file;
 pub mod store;
 
 use std::path::{Path, PathBuf};
