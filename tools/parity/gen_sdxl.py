@@ -976,8 +976,21 @@ def write_manifest(out_dir: str) -> None:
     n_steps = sum(1 for c in CHECKS if "replay formula" in c)
     lines.append(f"- ({n_steps} per-step Euler/Euler-A replay checks: formula with the recorded noise is bit-exact)")
     lines.append("")
-    with open(os.path.join(out_dir, "MANIFEST.md"), "w") as f:
-        f.write("\n".join(lines))
+    # gen_single_file.py appends its own section after this marker; keep it when rewriting.
+    manifest = os.path.join(out_dir, "MANIFEST.md")
+    marker = "<!-- gen_single_file.py -->"
+    tail = ""
+    for src in (manifest, os.path.join(DEFAULT_OUT, "MANIFEST.md")):
+        if os.path.exists(src):
+            old = open(src).read()
+            if marker in old:
+                tail = old[old.index(marker):]
+                break
+    body = "\n".join(lines)
+    if tail:
+        body = body.rstrip("\n") + "\n\n" + tail
+    with open(manifest, "w") as f:
+        f.write(body)
     print(f"\nwrote MANIFEST.md; fixtures total {total:,} bytes")
 
 
