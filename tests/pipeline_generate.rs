@@ -67,3 +67,31 @@ fn a_missing_component_is_named() {
         .to_string();
     assert!(e.contains("vae") && e.contains("diffusion_pytorch_model.safetensors"), "{e}");
 }
+
+#[test]
+fn a_single_file_checkpoint_generates_the_same_image_as_the_diffusers_folder() {
+    use storymaker::models::clip_text::ClipTextConfig;
+    use storymaker::models::unet::UNetConfig;
+    use storymaker::models::vae::VaeConfig;
+    use storymaker::pipeline::SingleFileConfigs;
+    use storymaker::sampling::SchedulerConfig;
+    let fx = |n: &str| std::fs::read_to_string(common::parity_fixture(n)).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    tiny_sdxl(d.path());
+    let (cpu, f32) = (candle_core::Device::Cpu, candle_core::DType::F32);
+    let folder = SdxlModels::load_diffusers(d.path(), &cpu, f32, &mut |_| {}).unwrap();
+    // The tiny models' head counts (not inferable from shapes) and the folder's tokenizer.
+    let configs = SingleFileConfigs {
+        unet: UNetConfig::from_json(fx("unet.config.json").as_bytes()).unwrap(),
+        clip_l: ClipTextConfig::from_json(&fx("clip_l.config.json")).unwrap(),
+        clip_g: ClipTextConfig::from_json(&fx("clip_g.config.json")).unwrap(),
+        vae: VaeConfig::from_json(&fx("vae.config.json")).unwrap(),
+        scheduler: SchedulerConfig::from_json_str(&fx("sched_sdxl_base.config.json")).unwrap(),
+    };
+    let path = common::parity_fixture("sdxl_single_file.safetensors");
+    let mut single = SdxlModels::load_single_file_with(&path, &configs, &cpu, f32, &mut |_| {}).unwrap();
+    single.tokenizer = storymaker::models::tokenizer::ClipTokenizer::from_file(d.path().join("tokenizer")).unwrap();
+    let a = generate(&folder, &request(11, SchedulerKind::UniPc), &mut |_| StepControl::Continue).unwrap();
+    let b = generate(&single, &request(11, SchedulerKind::UniPc), &mut |_| StepControl::Continue).unwrap();
+    assert_eq!(a.image, b.image);
+}

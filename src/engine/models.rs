@@ -42,18 +42,11 @@ impl ModelCache {
         if fresh {
             // Free the old models before loading new ones (VRAM).
             self.loaded = None;
-            let dir = match find_sdxl(models_dir).map_err(|e| e.to_string())? {
-                SdxlSource::Diffusers(dir) => dir,
-                SdxlSource::SingleFile(file) => {
-                    return Err(format!(
-                        "{} is a single-file SDXL checkpoint; this version generates from a diffusers folder \
-                         (stabilityai/stable-diffusion-xl-base-1.0 layout) in {}/sdxl/",
-                        file.display(),
-                        models_dir.display()
-                    ))
-                }
-            };
-            let models = SdxlModels::load_diffusers(&dir, device, dtype, progress).map_err(|e| e.to_string())?;
+            let models = match find_sdxl(models_dir).map_err(|e| e.to_string())? {
+                SdxlSource::Diffusers(dir) => SdxlModels::load_diffusers(&dir, device, dtype, progress),
+                SdxlSource::SingleFile(file) => SdxlModels::load_single_file(&file, device, dtype, progress),
+            }
+            .map_err(|e| e.to_string())?;
             self.loaded = Some((models_dir.to_path_buf(), models));
         }
         self.loaded.as_ref().map(|(_, m)| m).ok_or_else(|| "models were not loaded".to_string())

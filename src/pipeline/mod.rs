@@ -6,5 +6,5 @@ pub mod sdxl;
 pub mod txt2img;
 
 pub use noise::SeededNormal;
-pub use sdxl::{generate, Generated, SdxlModels, Txt2ImgRequest};
+pub use sdxl::{generate, Generated, SdxlModels, SingleFileConfigs, Txt2ImgRequest};
 pub use txt2img::{denoise, sdxl_time_ids, PipelineError, SdxlConditioning, StepControl, StepInfo};

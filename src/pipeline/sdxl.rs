@@ -13,6 +13,7 @@ use crate::models::unet::{UNet2DConditionModel, UNetConfig};
 use crate::models::vae::{raw_to_rgb_images, AutoencoderKlDecoder, VaeConfig};
 use crate::sampling::{build_scheduler, Guidance, SchedulerConfig, SchedulerKind};
 use crate::weights::diffusers::{component_config, component_weight_files};
+use crate::weights::single_file::SingleFileSdxl;
 use crate::weights::store::TensorStore;
 
 /// Everything a txt2img generation needs, loaded once and kept on the device across jobs.
@@ -77,6 +78,69 @@ impl SdxlModels {
         })
     }
 
+    /// Loads a single-file SDXL checkpoint (original Stability key names, e.g.
+    /// `sd_xl_base_1.0.safetensors`) with SDXL's configs, the bundled tokenizer and SDXL's
+    /// scheduler config.
+    pub fn load_single_file(
+        path: &Path,
+        device: &Device,
+        dtype: DType,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<SdxlModels, PipelineError> {
+        let configs = SingleFileConfigs {
+            unet: UNetConfig::sdxl_base(),
+            clip_l: ClipTextConfig::sdxl_clip_l(),
+            clip_g: ClipTextConfig::sdxl_clip_g(),
+            vae: VaeConfig::sdxl(),
+            scheduler: SchedulerConfig::sdxl(),
+        };
+        Self::load_single_file_with(path, &configs, device, dtype, progress)
+    }
+
+    /// [`Self::load_single_file`] with explicit base configs (sizes are still read from the
+    /// tensors where they can be; head counts cannot).
+    pub fn load_single_file_with(
+        path: &Path,
+        configs: &SingleFileConfigs,
+        device: &Device,
+        dtype: DType,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<SdxlModels, PipelineError> {
+        let file = SingleFileSdxl::open(path).map_err(err)?;
+        let missing = file.missing();
+        if !missing.is_empty() {
+            let names: Vec<&str> = missing.iter().map(|c| c.label()).collect();
+            return Err(PipelineError::Input(format!(
+                "{} is not a complete SDXL checkpoint: it has no {}",
+                path.display(),
+                names.join(", ")
+            )));
+        }
+        progress("tokenizer");
+        let tokenizer = ClipTokenizer::bundled().map_err(err)?;
+        progress("text encoders");
+        let c1 = file.text_encoder_config(&configs.clip_l).map_err(err)?;
+        let c2 = file.text_encoder_2_config(&configs.clip_g).map_err(err)?;
+        let text_encoder = ClipTextModel::new(file.text_encoder(dtype, device).map_err(err)?, &c1, false)?;
+        let text_encoder_2 = ClipTextModel::new(file.text_encoder_2(dtype, device).map_err(err)?, &c2, true)?;
+        progress("UNet");
+        let unet = UNet2DConditionModel::new(file.unet(&configs.unet, dtype, device).map_err(err)?, &configs.unet)?;
+        progress("VAE");
+        let vcfg = file.vae_config(&configs.vae).map_err(err)?;
+        let vae = AutoencoderKlDecoder::new(file.vae(&vcfg, dtype, device).map_err(err)?, &vcfg)?;
+        Ok(SdxlModels {
+            tokenizer,
+            text_encoder,
+            text_encoder_2,
+            unet,
+            vae,
+            scheduler_config: configs.scheduler.clone(),
+            device: device.clone(),
+            dtype,
+            source: path.to_path_buf(),
+        })
+    }
+
     /// `prompt_embeds [1,77,C]` and the pooled embedding `[1,P]` of one prompt (spec §6).
     pub fn encode_prompt(&self, prompt: &str) -> Result<(Tensor, Tensor), PipelineError> {
         let a = self.tokenizer.encode(prompt, Padding::Eos).map_err(err)?;
@@ -86,6 +150,16 @@ impl SdxlModels {
         let g = self.text_encoder_2.forward(&ids(b.ids)?)?;
         Ok(sdxl_text_embeddings(&l, &g)?)
     }
+}
+
+/// Base configurations for a single-file checkpoint (SDXL's by default).
+#[derive(Debug, Clone)]
+pub struct SingleFileConfigs {
+    pub unet: UNetConfig,
+    pub clip_l: ClipTextConfig,
+    pub clip_g: ClipTextConfig,
+    pub vae: VaeConfig,
+    pub scheduler: SchedulerConfig,
 }
 
 /// What to generate.
