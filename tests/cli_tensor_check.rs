@@ -93,6 +93,21 @@ fn every_component_matches_the_reference_through_the_cli() {
     let out = tensor_check("vae-decode", &sdxl.join("vae"), &ins, d.path());
     assert!(max_rel_err(&out["decoded"], &e2e["decoded"]) < 1e-4);
     assert!(max_rel_err(&out["image"], &e2e["image"]) < 1e-4);
+    // The VAE of a single-file checkpoint (its sizes are read from the tensors).
+    let single_out = d.path().join("single.out.safetensors");
+    let o = Command::new(env!("CARGO_BIN_EXE_storymaker"))
+        .args(["tensor-check", "vae-decode", "--weights"])
+        .arg(parity_fixture("sdxl_single_file.safetensors"))
+        .arg("--config")
+        .arg(parity_fixture("vae.config.json"))
+        .arg("--inputs")
+        .arg(d.path().join("vae-decode.in.safetensors"))
+        .arg("--out")
+        .arg(&single_out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(max_rel_err(&load(&single_out)["decoded"], &e2e["decoded"]) < 1e-4);
 }
 
 #[test]

@@ -16,6 +16,7 @@ use crate::models::vae::{AutoencoderKlDecoder, VaeConfig};
 use crate::sampling::{build_scheduler, NoNoise, NoiseSource, RecordedNoise, SchedulerConfig, SchedulerKind};
 use crate::weights::diffusers::{component_config, component_weight_files};
 use crate::weights::sgm::{unet_key_to_sgm, UNET_PREFIX};
+use crate::weights::single_file::SingleFileSdxl;
 use crate::weights::store::TensorStore;
 
 pub const HELP: &str = "storymaker tensor-check COMPONENT --weights W --inputs IN.safetensors --out OUT.safetensors
@@ -28,14 +29,17 @@ COMPONENT        --weights                         inputs (IN)                  
 text-encoders    SDXL folder with text_encoder/    input_ids_1 [B,77] (CLIP-L ids,      prompt_embeds [B,77,2048]
                  and text_encoder_2/ (each          padded with EOS), input_ids_2        pooled_prompt_embeds [B,1280]
                  config.json + model[.fp16]         [B,77] (CLIP-G ids, padded with 0)   text_encoder.penultimate,
-                 .safetensors)                                                           text_encoder_2.penultimate
+                 .safetensors), or a single-file                                         text_encoder_2.penultimate
+                 SDXL checkpoint (SDXL head counts)
 unet             unet/ folder (config.json +       sample [B,4,h,w], timesteps [B],     out [B,4,h,w]
                  diffusion_pytorch_model[.fp16]    encoder_hidden_states [B,77,2048],
                  .safetensors), or one .safetensors text_embeds [B,1280], time_ids [B,6]
                  file: diffusers names, or SGM single-file names (model.diffusion_model.*;
                  SDXL base config unless --config)
 vae-decode       vae/ folder (config.json +        latents [B,4,h,w] in scheduler space decoded [B,3,8h,8w] (raw),
-                 diffusion_pytorch_model...)       (divided by scaling_factor inside)   image = (decoded/2+0.5).clamp(0,1)
+                 diffusion_pytorch_model...), or   (divided by scaling_factor inside)   image = (decoded/2+0.5).clamp(0,1)
+                 a single-file SDXL checkpoint
+                 (base config: --config or SDXL's)
 scheduler        scheduler_config.json (or the     sample [...], model_outputs [N,...]  timesteps [N], sigmas [N+1],
                  scheduler/ folder); --scheduler   (one per step), noise [N,...] for    samples [N,...] (after each step),
                  unipc|euler|euler_a, --steps N    euler_a                              init_noise_sigma []
@@ -60,7 +64,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let outputs = match component {
         "text-encoders" => text_encoders(&weights, &inputs, dtype, &device)?,
         "unet" => unet(&weights, args.get("config"), &inputs, dtype, &device)?,
-        "vae-decode" => vae_decode(&weights, &inputs, dtype, &device)?,
+        "vae-decode" => vae_decode(&weights, args.get("config"), &inputs, dtype, &device)?,
         "scheduler" => scheduler(&weights, args, &inputs)?,
         other => anyhow::bail!("unknown component {other}; one of text-encoders, unet, vae-decode, scheduler"),
     };
@@ -89,11 +93,23 @@ fn text_encoders(
     dtype: DType,
     dev: &Device,
 ) -> anyhow::Result<Vec<(String, Tensor)>> {
-    let (d1, d2) = (root.join("text_encoder"), root.join("text_encoder_2"));
-    let c1 = ClipTextConfig::from_json(&component_config(&d1)?)?;
-    let c2 = ClipTextConfig::from_json(&component_config(&d2)?)?;
-    let m1 = ClipTextModel::new(folder_vb(&d1, "model", dtype, dev)?, &c1, false)?;
-    let m2 = ClipTextModel::new(folder_vb(&d2, "model", dtype, dev)?, &c2, true)?;
+    let (m1, m2) = if root.is_file() {
+        let file = SingleFileSdxl::open(root)?;
+        let c1 = file.text_encoder_config(&ClipTextConfig::sdxl_clip_l())?;
+        let c2 = file.text_encoder_2_config(&ClipTextConfig::sdxl_clip_g())?;
+        (
+            ClipTextModel::new(file.text_encoder(dtype, dev)?, &c1, false)?,
+            ClipTextModel::new(file.text_encoder_2(dtype, dev)?, &c2, true)?,
+        )
+    } else {
+        let (d1, d2) = (root.join("text_encoder"), root.join("text_encoder_2"));
+        let c1 = ClipTextConfig::from_json(&component_config(&d1)?)?;
+        let c2 = ClipTextConfig::from_json(&component_config(&d2)?)?;
+        (
+            ClipTextModel::new(folder_vb(&d1, "model", dtype, dev)?, &c1, false)?,
+            ClipTextModel::new(folder_vb(&d2, "model", dtype, dev)?, &c2, true)?,
+        )
+    };
     let l = m1.forward(input(inputs, "input_ids_1")?)?;
     let g = m2.forward(input(inputs, "input_ids_2")?)?;
     let (embeds, pooled) = sdxl_text_embeddings(&l, &g)?;
@@ -160,12 +176,24 @@ fn unet(
 
 fn vae_decode(
     dir: &Path,
+    config: Option<&str>,
     inputs: &HashMap<String, Tensor>,
     dtype: DType,
     dev: &Device,
 ) -> anyhow::Result<Vec<(String, Tensor)>> {
-    let cfg = VaeConfig::from_json(&component_config(dir)?)?;
-    let vae = AutoencoderKlDecoder::new(folder_vb(dir, "diffusion_pytorch_model", dtype, dev)?, &cfg)?;
+    let vae = if dir.is_file() {
+        let file = SingleFileSdxl::open(dir)?;
+        // Sizes come from the tensors; group count and scaling factor from --config or SDXL's.
+        let base = match config {
+            Some(p) => VaeConfig::from_json(&std::fs::read_to_string(p)?)?,
+            None => VaeConfig::sdxl(),
+        };
+        let cfg = file.vae_config(&base)?;
+        AutoencoderKlDecoder::new(file.vae(&cfg, dtype, dev)?, &cfg)?
+    } else {
+        let cfg = VaeConfig::from_json(&component_config(dir)?)?;
+        AutoencoderKlDecoder::new(folder_vb(dir, "diffusion_pytorch_model", dtype, dev)?, &cfg)?
+    };
     let decoded = vae.decode(&input(inputs, "latents")?.to_dtype(dtype)?)?;
     let image = crate::models::vae::to_image(&decoded)?;
     Ok(vec![("decoded".into(), decoded), ("image".into(), image)])
