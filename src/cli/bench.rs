@@ -5,8 +5,11 @@
 
 use std::time::Instant;
 
-use candle_core::{DType, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::VarBuilder;
 
 use super::args::Args;
 use crate::models::unet::{UNet2DConditionModel, UNetConfig, UNetInput};
@@ -34,13 +37,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     };
     anyhow::ensure!(size % 8 == 0 && size >= 64, "--size must be a multiple of 8, at least 64");
     let t0 = Instant::now();
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, dtype, &device);
+    let init = RandomWeights::default();
+    let vb = VarBuilder::from_backend(Box::new(init.clone()), dtype, device.clone());
     let unet = UNet2DConditionModel::new(vb, &config)?;
-    let params: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
+    let params = init.params.load(Ordering::Relaxed);
     println!(
-        "unet: {:.2}B parameters, random weights, {dtype:?} on {device:?}, built in {:.1}s",
-        params as f64 / 1e9,
+        "unet: {:.1}M parameters, random weights, {dtype:?} on {device:?}, built in {:.1}s",
+        params as f64 / 1e6,
         t0.elapsed().as_secs_f64()
     );
     let lat = size / 8;
@@ -81,4 +84,35 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         times.last().copied().unwrap_or(0.0)
     );
     Ok(())
+}
+
+/// Random weights with sane scales (N(0, 1/fan_in) matrices, unit norms, zero biases), drawn in
+/// f32 on the device and cast, so every dtype works and activations stay finite.
+#[derive(Default, Clone)]
+struct RandomWeights {
+    params: std::sync::Arc<AtomicUsize>,
+}
+
+impl SimpleBackend for RandomWeights {
+    fn get(&self, s: Shape, name: &str, _: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.params.fetch_add(s.elem_count(), Ordering::Relaxed);
+        let dims = s.dims();
+        let t = if dims.len() >= 2 {
+            let fan_in: usize = dims[1..].iter().product();
+            Tensor::randn(0f32, (1.0 / fan_in.max(1) as f64).sqrt() as f32, s, dev)?
+        } else if name.ends_with("weight") {
+            Tensor::ones(s, DType::F32, dev)?
+        } else {
+            Tensor::zeros(s, DType::F32, dev)?
+        };
+        t.to_dtype(dtype)
+    }
+
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+        Err(candle_core::Error::Msg(format!("random weights need a shape for {name}")))
+    }
+
+    fn contains_tensor(&self, _: &str) -> bool {
+        true
+    }
 }
