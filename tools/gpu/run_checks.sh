@@ -33,7 +33,7 @@ done
 if ! "$PY" -c "import diffusers" 2>/dev/null; then
   "$PY" -m pip install -q --no-index --find-links .gpu/wheels --target .gpu/py --no-deps diffusers huggingface_hub \
     filelock importlib_metadata zipp requests urllib3 idna charset_normalizer certifi click fsspec packaging tqdm \
-    typing_extensions httpx2 anyio sniffio h11 httpcore regex pyyaml safetensors hf_xet 2>&1 | tail -2
+    typing_extensions httpx2 anyio sniffio h11 httpcore regex pyyaml safetensors 2>&1 | tail -2
 fi
 PYTHONPATH=.gpu/py:${PYTHONPATH:-} timeout 240 "$PY" tools/gpu/diffusers_unet_bench.py --size 1024 --batch 2 --dtype bf16 --steps 20 2>&1 | tail -3
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv
