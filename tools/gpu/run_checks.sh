@@ -30,10 +30,7 @@ for p in python3 /opt/torch/.venv/bin/python3 python; do
   if "$p" -c "import torch" 2>/dev/null; then PY=$p; break; fi
 done
 "$PY" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__)"
-if ! "$PY" -c "import diffusers" 2>/dev/null; then
-  "$PY" -m pip install -q --no-index --find-links .gpu/wheels --target .gpu/py --no-deps diffusers huggingface_hub \
-    filelock importlib_metadata zipp requests urllib3 idna charset_normalizer certifi click fsspec packaging tqdm \
-    typing_extensions httpx2 anyio sniffio h11 httpcore regex pyyaml safetensors 2>&1 | tail -2
-fi
-PYTHONPATH=.gpu/py:${PYTHONPATH:-} timeout 240 "$PY" tools/gpu/diffusers_unet_bench.py --size 1024 --batch 2 --dtype bf16 --steps 20 2>&1 | tail -3
+# The carried wheels (see prepare.sh) go into a private folder; nothing is installed system-wide.
+[ -d .gpu/py ] || "$PY" -m pip install -q --no-index --no-deps --target .gpu/py .gpu/wheels/*.whl 2>&1 | tail -2
+PYTHONPATH=.gpu/py:${PYTHONPATH:-} timeout 240 "$PY" tools/gpu/diffusers_unet_bench.py --size 1024 --batch 2 --dtype bf16 --steps 20 --compile 2>&1 | grep "ms/step"
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv
