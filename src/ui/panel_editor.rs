@@ -198,6 +198,14 @@ fn cast_editor(app: &StoryApp, ui: &mut egui::Ui, p: &mut Panel) {
     if app.doc.characters.is_empty() {
         ui.small("Import a photo to add characters to the cast.");
     }
+    if !p.cast.is_empty() {
+        // Be plain about what the images will (not) use until the adapter lands.
+        ui.colored_label(
+            ui.visuals().warn_fg_color,
+            "Characters are not applied yet: this version generates from the prompt alone (the StoryMaker \
+             adapter and the character-strength / LoRA settings take effect in a later version).",
+        );
+    }
 }
 
 fn variants(app: &mut StoryApp, ui: &mut egui::Ui, p: &mut Panel) {
