@@ -78,11 +78,17 @@ impl Engine {
 }
 
 impl Drop for Engine {
+    /// Asks the worker to stop after the current step, without waiting: on the CPU one SDXL step
+    /// can take minutes and quitting must not hang. Outputs are written atomically, so a worker
+    /// ended by process exit leaves no half-written image.
     fn drop(&mut self) {
         self.cancel_current.store(true, Ordering::SeqCst);
         let _ = self.commands.send(Command::Shutdown);
+        // Join only a worker that has already finished (idle or done), to reclaim it cleanly.
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            if t.is_finished() {
+                let _ = t.join();
+            }
         }
     }
 }
