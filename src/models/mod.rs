@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod clip_text;
+pub mod clip_vision;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;
