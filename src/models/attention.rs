@@ -115,6 +115,11 @@ impl Attention {
         self.heads
     }
 
+    /// heads × head_dim (the width of q, k and v).
+    pub fn inner_dim(&self) -> usize {
+        self.to_q.weight().dim(0).unwrap_or(0)
+    }
+
     fn proj(&self, which: Proj, layer: &Linear, x: &Tensor) -> Result<Tensor> {
         let base = layer.forward(x)?;
         match &self.extension {
