@@ -10,6 +10,7 @@
 //! <models>/storymaker/mask.bin   the StoryMaker adapter (FireRedTeam/StoryMaker)
 //! ```
 
+pub mod adapter_bin;
 pub mod diffusers;
 pub mod safetensors_header;
 pub mod sgm;
