@@ -33,6 +33,8 @@ pub struct PprConfig {
     /// Character slots in `pos_embed` (3) and tokens per character (20).
     pub max_persons: usize,
     pub tokens: usize,
+    /// Head width of both perceivers (64 in the released model; not inferable from shapes).
+    pub dim_head: usize,
 }
 
 fn dims(vb: &VarBuilder, name: &str) -> Result<Vec<usize>> {
@@ -44,8 +46,9 @@ fn depth(vb: &VarBuilder, prefix: &str) -> usize {
 }
 
 impl PprConfig {
-    /// Reads the sizes from the tensors under `image_proj_model`.
-    pub fn infer(vb: &VarBuilder) -> Result<PprConfig> {
+    /// Reads the sizes from the tensors under `image_proj_model`; `dim_head` is the perceivers'
+    /// head width ([`DIM_HEAD`] for the released checkpoint).
+    pub fn infer(vb: &VarBuilder, dim_head: usize) -> Result<PprConfig> {
         let proj0 = dims(vb, "proj.0.weight")?;
         let proj2 = dims(vb, "proj.2.weight")?;
         let pos = dims(vb, "pos_embed")?;
@@ -72,8 +75,13 @@ impl PprConfig {
             char_queries,
             max_persons,
             tokens,
+            dim_head,
         };
-        if cfg.id_tokens + cfg.char_queries != cfg.tokens || face_inner % DIM_HEAD != 0 || char_inner % DIM_HEAD != 0 {
+        if cfg.id_tokens + cfg.char_queries != cfg.tokens
+            || dim_head == 0
+            || face_inner % dim_head != 0
+            || char_inner % dim_head != 0
+        {
             return Err(candle_core::Error::Msg(format!("image_proj_model: inconsistent sizes {cfg:?}")));
         }
         Ok(cfg)
@@ -89,17 +97,19 @@ struct PerceiverAttention {
     to_kv: Linear,
     to_out: Linear,
     heads: usize,
+    dim_head: usize,
 }
 
 impl PerceiverAttention {
-    fn new(vb: VarBuilder, dim: usize, inner: usize) -> Result<Self> {
+    fn new(vb: VarBuilder, dim: usize, inner: usize, dim_head: usize) -> Result<Self> {
         Ok(PerceiverAttention {
             norm1: layer_norm(dim, 1e-5, vb.pp("norm1"))?,
             norm2: layer_norm(dim, 1e-5, vb.pp("norm2"))?,
             to_q: linear_no_bias(dim, inner, vb.pp("to_q"))?,
             to_kv: linear_no_bias(dim, inner * 2, vb.pp("to_kv"))?,
             to_out: linear_no_bias(inner, dim, vb.pp("to_out"))?,
-            heads: inner / DIM_HEAD,
+            heads: inner / dim_head,
+            dim_head,
         })
     }
 
@@ -112,7 +122,7 @@ impl PerceiverAttention {
         let (k, v) = (kv.narrow(D::Minus1, 0, inner)?, kv.narrow(D::Minus1, inner, inner)?);
         let split = |t: &Tensor| crate::models::attention::split_heads(t, self.heads);
         let (q, k, v) = (split(&q)?, split(&k)?, split(&v)?);
-        let s = 1.0 / (DIM_HEAD as f64).sqrt().sqrt();
+        let s = 1.0 / (self.dim_head as f64).sqrt().sqrt();
         let w = (q * s)?.matmul(&(k * s)?.transpose(2, 3)?.contiguous()?)?;
         let dtype = w.dtype();
         let w = candle_nn::ops::softmax_last_dim(&w.to_dtype(DType::F32)?)?.to_dtype(dtype)?;
@@ -154,11 +164,13 @@ struct Perceiver {
 }
 
 impl Perceiver {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         vb: VarBuilder,
         in_dim: usize,
         dim: usize,
         inner: usize,
+        dim_head: usize,
         depth: usize,
         out: usize,
         learned: bool,
@@ -166,7 +178,7 @@ impl Perceiver {
         let layers = (0..depth)
             .map(|i| {
                 let l = vb.pp("layers").pp(i);
-                Ok((PerceiverAttention::new(l.pp("0"), dim, inner)?, FeedForward::new(l.pp("1"), dim)?))
+                Ok((PerceiverAttention::new(l.pp("0"), dim, inner, dim_head)?, FeedForward::new(l.pp("1"), dim)?))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Perceiver {
@@ -212,7 +224,12 @@ pub struct PositionalPerceiverResampler {
 impl PositionalPerceiverResampler {
     /// `vb` at the `image_proj_model` prefix.
     pub fn new(vb: VarBuilder) -> Result<Self> {
-        let c = PprConfig::infer(&vb)?;
+        Self::with_dim_head(vb, DIM_HEAD)
+    }
+
+    /// For checkpoints whose perceivers use another head width (e.g. tiny test models).
+    pub fn with_dim_head(vb: VarBuilder, dim_head: usize) -> Result<Self> {
+        let c = PprConfig::infer(&vb, dim_head)?;
         Ok(PositionalPerceiverResampler {
             proj0: linear(c.id_dim, c.id_hidden, vb.pp("proj").pp("0"))?,
             proj2: linear(c.id_hidden, c.id_tokens * c.dim, vb.pp("proj").pp("2"))?,
@@ -222,6 +239,7 @@ impl PositionalPerceiverResampler {
                 c.clip_dim,
                 c.dim,
                 c.face_inner,
+                c.dim_head,
                 c.face_depth,
                 c.dim,
                 false,
@@ -231,6 +249,7 @@ impl PositionalPerceiverResampler {
                 c.clip_dim,
                 c.char_dim,
                 c.char_inner,
+                c.dim_head,
                 c.char_depth,
                 c.dim,
                 true,
