@@ -1,6 +1,7 @@
 //! Pixels: decoding user photos safely, character masks, and (later) the reference's resize
 //! and CLIP preprocessing filters.
 
+pub mod character;
 pub mod decode;
 pub mod mask;
 
