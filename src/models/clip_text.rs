@@ -18,27 +18,12 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
-use candle_nn::{embedding, layer_norm, linear, linear_no_bias, Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{embedding, layer_norm, linear_no_bias, Embedding, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
 
-/// The MLP activation (`hidden_act` in `config.json`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ClipActivation {
-    /// `x * sigmoid(1.702 x)` (OpenAI CLIP, SDXL encoder 1).
-    QuickGelu,
-    /// Exact (erf) GELU (OpenCLIP bigG, SDXL encoder 2).
-    Gelu,
-}
+use super::clip_encoder::{ClipEncoderLayer, ClipLayerDims};
 
-impl ClipActivation {
-    fn apply(self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            ClipActivation::QuickGelu => x * candle_nn::ops::sigmoid(&(x * 1.702)?)?,
-            ClipActivation::Gelu => x.gelu_erf(),
-        }
-    }
-}
+pub use super::clip_encoder::ClipActivation;
 
 /// The fields of a transformers `CLIPTextConfig` (`config.json`) that inference uses. Missing
 /// fields take transformers' defaults; unknown fields are ignored.
@@ -213,83 +198,11 @@ pub struct ClipTextOutput {
     pub pooled: Option<Tensor>,
 }
 
-struct SelfAttention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    out_proj: Linear,
-    heads: usize,
-    head_dim: usize,
-}
-
-impl SelfAttention {
-    fn new(vb: VarBuilder, cfg: &ClipTextConfig) -> Result<Self> {
-        let h = cfg.hidden_size;
-        Ok(SelfAttention {
-            q_proj: linear(h, h, vb.pp("q_proj"))?,
-            k_proj: linear(h, h, vb.pp("k_proj"))?,
-            v_proj: linear(h, h, vb.pp("v_proj"))?,
-            out_proj: linear(h, h, vb.pp("out_proj"))?,
-            heads: cfg.num_attention_heads,
-            head_dim: h / cfg.num_attention_heads,
-        })
-    }
-
-    /// `[B, T, C]` -> `[B, H, T, D]`
-    fn split(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, t, _) = x.dims3()?;
-        x.reshape((b, t, self.heads, self.head_dim))?.transpose(1, 2)?.contiguous()
-    }
-
-    /// `x` `[B, T, C]`, `mask` `[T, T]` additive (0 / -inf), in the model dtype.
-    fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let (b, t, c) = x.dims3()?;
-        let q = self.split(&self.q_proj.forward(x)?)?;
-        let k = self.split(&self.k_proj.forward(x)?)?;
-        let v = self.split(&self.v_proj.forward(x)?)?;
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? * scale)?.broadcast_add(mask)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let z = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c))?;
-        self.out_proj.forward(&z)
-    }
-}
-
-struct EncoderLayer {
-    layer_norm1: LayerNorm,
-    self_attn: SelfAttention,
-    layer_norm2: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
-    act: ClipActivation,
-}
-
-impl EncoderLayer {
-    fn new(vb: VarBuilder, cfg: &ClipTextConfig) -> Result<Self> {
-        let (h, eps) = (cfg.hidden_size, cfg.layer_norm_eps);
-        Ok(EncoderLayer {
-            layer_norm1: layer_norm(h, eps, vb.pp("layer_norm1"))?,
-            self_attn: SelfAttention::new(vb.pp("self_attn"), cfg)?,
-            layer_norm2: layer_norm(h, eps, vb.pp("layer_norm2"))?,
-            fc1: linear(h, cfg.intermediate_size, vb.pp("mlp").pp("fc1"))?,
-            fc2: linear(cfg.intermediate_size, h, vb.pp("mlp").pp("fc2"))?,
-            act: cfg.hidden_act,
-        })
-    }
-
-    /// Pre-LN block: `x + attn(ln1(x))`, then `h + fc2(act(fc1(ln2(h))))`.
-    fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let h = (x + self.self_attn.forward(&self.layer_norm1.forward(x)?, mask)?)?;
-        let m = self.fc2.forward(&self.act.apply(&self.fc1.forward(&self.layer_norm2.forward(&h)?)?)?)?;
-        h + m
-    }
-}
-
 /// A CLIP text encoder (`CLIPTextModel`, or `CLIPTextModelWithProjection` when built `with_projection`).
 pub struct ClipTextModel {
     token_embedding: Embedding,
     position_embedding: Embedding,
-    layers: Vec<EncoderLayer>,
+    layers: Vec<ClipEncoderLayer>,
     final_layer_norm: LayerNorm,
     text_projection: Option<Linear>,
     cfg: ClipTextConfig,
@@ -307,9 +220,17 @@ impl ClipTextModel {
         let emb = tm.pp("embeddings");
         let token_embedding = embedding(cfg.vocab_size, cfg.hidden_size, emb.pp("token_embedding"))?;
         let position_embedding = embedding(cfg.max_position_embeddings, cfg.hidden_size, emb.pp("position_embedding"))?;
+        let dims = ClipLayerDims {
+            hidden: cfg.hidden_size,
+            intermediate: cfg.intermediate_size,
+            heads: cfg.num_attention_heads,
+            eps: cfg.layer_norm_eps,
+            act: cfg.hidden_act,
+        };
         let layers_vb = tm.pp("encoder").pp("layers");
-        let layers =
-            (0..cfg.num_hidden_layers).map(|i| EncoderLayer::new(layers_vb.pp(i), cfg)).collect::<Result<Vec<_>>>()?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| ClipEncoderLayer::new(layers_vb.pp(i), dims))
+            .collect::<Result<Vec<_>>>()?;
         let final_layer_norm = layer_norm(cfg.hidden_size, cfg.layer_norm_eps, tm.pp("final_layer_norm"))?;
         let text_projection = if with_projection {
             Some(linear_no_bias(cfg.hidden_size, cfg.projection_dim, vb.pp("text_projection"))?)
@@ -395,13 +316,13 @@ impl ClipTextModel {
 
         let n = self.layers.len();
         for layer in &self.layers[..n - 1] {
-            h = layer.forward(&h, &mask)?;
+            h = layer.forward(&h, Some(&mask))?;
         }
         let penultimate = h;
         if !with_last {
             return Ok(ClipTextOutput { penultimate, last_hidden: None, pooled: None });
         }
-        let last = self.final_layer_norm.forward(&self.layers[n - 1].forward(&penultimate, &mask)?)?;
+        let last = self.final_layer_norm.forward(&self.layers[n - 1].forward(&penultimate, Some(&mask))?)?;
         let pooled = match &self.text_projection {
             Some(proj) => {
                 let eos = eos_positions(&rows, self.cfg.eos_token_id)?;

@@ -18,13 +18,11 @@
 use std::path::Path;
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{
-    conv2d_no_bias, layer_norm, linear, linear_no_bias, Conv2d, Conv2dConfig, LayerNorm, Linear, VarBuilder,
-};
+use candle_nn::{conv2d_no_bias, layer_norm, linear_no_bias, Conv2d, Conv2dConfig, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
 
-use crate::models::attention::{merge_heads, sdpa, split_heads};
-pub use crate::models::clip_text::ClipActivation;
+pub use crate::models::clip_encoder::ClipActivation;
+use crate::models::clip_encoder::{ClipEncoderLayer, ClipLayerDims};
 
 /// The fields of a transformers `CLIPVisionConfig` that inference uses. Missing fields take
 /// transformers' defaults; unknown fields are ignored.
@@ -162,13 +160,6 @@ impl ClipVisionConfig {
     }
 }
 
-fn activate(act: ClipActivation, x: &Tensor) -> Result<Tensor> {
-    match act {
-        ClipActivation::QuickGelu => x * candle_nn::ops::sigmoid(&(x * 1.702)?)?,
-        ClipActivation::Gelu => x.gelu_erf(),
-    }
-}
-
 /// The outputs of one forward pass over a batch of images.
 #[derive(Debug, Clone)]
 pub struct ClipVisionOutput {
@@ -183,72 +174,13 @@ pub struct ClipVisionOutput {
     pub image_embeds: Option<Tensor>,
 }
 
-struct SelfAttention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    out_proj: Linear,
-    heads: usize,
-}
-
-impl SelfAttention {
-    fn new(vb: VarBuilder, cfg: &ClipVisionConfig) -> Result<Self> {
-        let h = cfg.hidden_size;
-        Ok(SelfAttention {
-            q_proj: linear(h, h, vb.pp("q_proj"))?,
-            k_proj: linear(h, h, vb.pp("k_proj"))?,
-            v_proj: linear(h, h, vb.pp("v_proj"))?,
-            out_proj: linear(h, h, vb.pp("out_proj"))?,
-            heads: cfg.num_attention_heads,
-        })
-    }
-
-    /// Unmasked multi-head attention on `[B, T, C]`, in the model dtype.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let q = split_heads(&self.q_proj.forward(x)?, self.heads)?;
-        let k = split_heads(&self.k_proj.forward(x)?, self.heads)?;
-        let v = split_heads(&self.v_proj.forward(x)?, self.heads)?;
-        self.out_proj.forward(&merge_heads(&sdpa(&q, &k, &v)?)?)
-    }
-}
-
-struct EncoderLayer {
-    layer_norm1: LayerNorm,
-    self_attn: SelfAttention,
-    layer_norm2: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
-    act: ClipActivation,
-}
-
-impl EncoderLayer {
-    fn new(vb: VarBuilder, cfg: &ClipVisionConfig) -> Result<Self> {
-        let (h, eps) = (cfg.hidden_size, cfg.layer_norm_eps);
-        Ok(EncoderLayer {
-            layer_norm1: layer_norm(h, eps, vb.pp("layer_norm1"))?,
-            self_attn: SelfAttention::new(vb.pp("self_attn"), cfg)?,
-            layer_norm2: layer_norm(h, eps, vb.pp("layer_norm2"))?,
-            fc1: linear(h, cfg.intermediate_size, vb.pp("mlp").pp("fc1"))?,
-            fc2: linear(cfg.intermediate_size, h, vb.pp("mlp").pp("fc2"))?,
-            act: cfg.hidden_act,
-        })
-    }
-
-    /// Pre-LN block: `x + attn(ln1(x))`, then `h + fc2(act(fc1(ln2(h))))`.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = (x + self.self_attn.forward(&self.layer_norm1.forward(x)?)?)?;
-        let m = self.fc2.forward(&activate(self.act, &self.fc1.forward(&self.layer_norm2.forward(&h)?)?)?)?;
-        h + m
-    }
-}
-
 /// A CLIP image encoder (`CLIPVisionModel`, or `CLIPVisionModelWithProjection` when built `with_projection`).
 pub struct ClipVisionModel {
     class_embedding: Tensor,
     patch_embedding: Conv2d,
     position_embedding: Tensor,
     pre_layrnorm: LayerNorm,
-    layers: Vec<EncoderLayer>,
+    layers: Vec<ClipEncoderLayer>,
     post_layernorm: LayerNorm,
     visual_projection: Option<Linear>,
     cfg: ClipVisionConfig,
@@ -264,8 +196,15 @@ impl ClipVisionModel {
         let vm = vb.pp("vision_model");
         let emb = vm.pp("embeddings");
         let conv_cfg = Conv2dConfig { stride: cfg.patch_size, ..Default::default() };
+        let dims = ClipLayerDims {
+            hidden: cfg.hidden_size,
+            intermediate: cfg.intermediate_size,
+            heads: cfg.num_attention_heads,
+            eps: cfg.layer_norm_eps,
+            act: cfg.hidden_act,
+        };
         let layers = (0..cfg.num_hidden_layers)
-            .map(|i| EncoderLayer::new(vm.pp("encoder").pp("layers").pp(i), cfg))
+            .map(|i| ClipEncoderLayer::new(vm.pp("encoder").pp("layers").pp(i), dims))
             .collect::<Result<Vec<_>>>()?;
         let visual_projection = if with_projection {
             Some(linear_no_bias(h, cfg.projection_dim, vb.pp("visual_projection"))?)
@@ -350,7 +289,7 @@ impl ClipVisionModel {
         let mut out = Vec::with_capacity(n_layers + 1);
         out.push(h.clone());
         for layer in &self.layers[..n_layers] {
-            h = layer.forward(&h)?;
+            h = layer.forward(&h, None)?;
             out.push(h.clone());
         }
         Ok(out)

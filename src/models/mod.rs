@@ -3,6 +3,7 @@
 
 pub mod adapter;
 pub mod attention;
+pub mod clip_encoder;
 pub mod clip_text;
 pub mod clip_vision;
 pub mod tokenizer;
