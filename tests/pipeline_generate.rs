@@ -25,9 +25,13 @@ fn generates_deterministic_images_with_progress_and_cancel() {
     let d = tempfile::tempdir().unwrap();
     tiny_sdxl(d.path());
     let mut loaded = Vec::new();
-    let models = SdxlModels::load_diffusers(d.path(), &candle_core::Device::Cpu, candle_core::DType::F32, &mut |s| {
-        loaded.push(s.to_string())
-    })
+    let models = SdxlModels::load_diffusers(
+        d.path(),
+        &candle_core::Device::Cpu,
+        candle_core::DType::F32,
+        &[],
+        &mut |s: &str| loaded.push(s.to_string()),
+    )
     .unwrap();
     assert_eq!(loaded, ["tokenizer", "text encoders", "UNet", "VAE"]);
 
@@ -61,7 +65,7 @@ fn a_missing_component_is_named() {
     let d = tempfile::tempdir().unwrap();
     tiny_sdxl(d.path());
     std::fs::remove_file(d.path().join("vae/diffusion_pytorch_model.safetensors")).unwrap();
-    let e = SdxlModels::load_diffusers(d.path(), &candle_core::Device::Cpu, candle_core::DType::F32, &mut |_| {})
+    let e = SdxlModels::load_diffusers(d.path(), &candle_core::Device::Cpu, candle_core::DType::F32, &[], &mut |_| {})
         .err()
         .expect("must fail")
         .to_string();
@@ -79,7 +83,7 @@ fn a_single_file_checkpoint_generates_the_same_image_as_the_diffusers_folder() {
     let d = tempfile::tempdir().unwrap();
     tiny_sdxl(d.path());
     let (cpu, f32) = (candle_core::Device::Cpu, candle_core::DType::F32);
-    let folder = SdxlModels::load_diffusers(d.path(), &cpu, f32, &mut |_| {}).unwrap();
+    let folder = SdxlModels::load_diffusers(d.path(), &cpu, f32, &[], &mut |_| {}).unwrap();
     // The tiny models' head counts (not inferable from shapes) and the folder's tokenizer.
     let configs = SingleFileConfigs {
         unet: UNetConfig::from_json(fx("unet.config.json").as_bytes()).unwrap(),
@@ -89,7 +93,7 @@ fn a_single_file_checkpoint_generates_the_same_image_as_the_diffusers_folder() {
         scheduler: SchedulerConfig::from_json_str(&fx("sched_sdxl_base.config.json")).unwrap(),
     };
     let path = common::parity_fixture("sdxl_single_file.safetensors");
-    let mut single = SdxlModels::load_single_file_with(&path, &configs, &cpu, f32, &mut |_| {}).unwrap();
+    let mut single = SdxlModels::load_single_file_with(&path, &configs, &cpu, f32, &[], &mut |_| {}).unwrap();
     single.tokenizer = storymaker::models::tokenizer::ClipTokenizer::from_file(d.path().join("tokenizer")).unwrap();
     let a = generate(&folder, &request(11, SchedulerKind::UniPc), &mut |_| StepControl::Continue).unwrap();
     let b = generate(&single, &request(11, SchedulerKind::UniPc), &mut |_| StepControl::Continue).unwrap();

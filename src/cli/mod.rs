@@ -1,5 +1,6 @@
 //! Command-line subcommands next to the GUI: `bench` and `tensor-check` (ARCHITECTURE.md "cli").
 
+pub mod adapter_check;
 pub mod args;
 pub mod bench;
 pub mod tensor_check;

@@ -43,7 +43,23 @@ vae-decode       vae/ folder (config.json +        latents [B,4,h,w] in schedule
 scheduler        scheduler_config.json (or the     sample [...], model_outputs [N,...]  timesteps [N], sigmas [N+1],
                  scheduler/ folder); --scheduler   (one per step), noise [N,...] for    samples [N,...] (after each step),
                  unipc|euler|euler_a, --steps N    euler_a                              init_noise_sigma []
-                 (default: N = model_outputs rows)";
+                 (default: N = model_outputs rows)
+
+StoryMaker adapter (weights in the released layout: mask.bin torch pickle or its .safetensors conversion,
+CLIP ViT-H/14 as a transformers folder):
+clip-vision      image encoder folder (config.json pixel_values [B,3,224,224]         penultimate [B,257,E] (hidden_states[-2])
+                 + model.safetensors)              (CLIP-normalised)
+ppr              mask.bin; --dim-head N (PPR       id [N,512] (L2-normalised),          cond [N+1,20,C] (background row first),
+                 perceiver head width, default 64) clip_crop [N,257,E],                 uncond [N+1,20,C] (zero features),
+                                                   clip_face [N,257,E]                  tokens [1,20(N+1),C]
+unet-with-       unet/ folder or file (as unet)    as unet, with encoder_hidden_states  out [B,4,h,w]
+adapter          + --adapter mask.bin;             [B,77+M,C] (text then image tokens)
+                 --ip-scale S --lora-scale S (0.8)
+preprocess       (no weights; --weights ignored)   image [H,W,3] u8 (RGB), mask [H,W]   crop [224,224,3] (u8 values),
+                                                   or [H,W,3] u8, kps [5,2] f32;        clip_img [1,3,224,224], face
+                                                   optional cloth [h,w,3] u8 (then crop [224,224,3], clip_face [1,3,224,224],
+                                                   is cloth resized to 224, no mask)    norm_crop_matrix [2,3], bbox [4]
+                                                                                        (x0,y0,x1,y1)";
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let Some(component) = args.positional.first().map(String::as_str) else {
@@ -54,7 +70,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         println!("{HELP}");
         return Ok(());
     }
-    let weights = PathBuf::from(args.require("weights")?);
+    let weights =
+        PathBuf::from(if component == "preprocess" { args.get_or("weights", "") } else { args.require("weights")? });
     let inputs_path = PathBuf::from(args.require("inputs")?);
     let out_path = PathBuf::from(args.require("out")?);
     let device = super::parse_device(args.get_or("device", "cpu"))?;
@@ -66,7 +83,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "unet" => unet(&weights, args.get("config"), &inputs, dtype, &device)?,
         "vae-decode" => vae_decode(&weights, args.get("config"), &inputs, dtype, &device)?,
         "scheduler" => scheduler(&weights, args, &inputs)?,
-        other => anyhow::bail!("unknown component {other}; one of text-encoders, unet, vae-decode, scheduler"),
+        "clip-vision" => super::adapter_check::clip_vision(&weights, &inputs, dtype, &device)?,
+        "ppr" => super::adapter_check::ppr(&weights, args, &inputs, dtype, &device)?,
+        "unet-with-adapter" => super::adapter_check::unet_with_adapter(&weights, args, &inputs, dtype, &device)?,
+        "preprocess" => super::adapter_check::preprocess(&inputs)?,
+        other => anyhow::bail!(
+            "unknown component {other}; one of text-encoders, unet, vae-decode, scheduler, clip-vision, ppr, \
+             unet-with-adapter, preprocess"
+        ),
     };
     let outputs: HashMap<String, Tensor> = outputs
         .into_iter()
@@ -79,7 +103,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn input<'a>(inputs: &'a HashMap<String, Tensor>, name: &str) -> anyhow::Result<&'a Tensor> {
+pub(super) fn input<'a>(inputs: &'a HashMap<String, Tensor>, name: &str) -> anyhow::Result<&'a Tensor> {
     inputs.get(name).ok_or_else(|| anyhow::anyhow!("the inputs file has no tensor named {name} (see --help)"))
 }
 

@@ -21,6 +21,12 @@ pub struct CharacterSnapshot {
     pub mask: Arc<Mask>,
     pub face: Option<FaceBox>,
     pub pose: Option<Skeleton>,
+    /// Adapter modes of the panel's cast slot (spec §5.5).
+    pub id_only: bool,
+    /// Absolute path of the clothing image (clothing swap).
+    pub cloth: Option<PathBuf>,
+    /// Character interpolation: the other character and its weight.
+    pub blend: Option<(Box<CharacterSnapshot>, f32)>,
 }
 
 /// Everything needed to generate one image.
@@ -34,6 +40,8 @@ pub struct Job {
     pub params: GenParams,
     pub cast: Vec<CharacterSnapshot>,
     pub models_dir: PathBuf,
+    /// Style LoRAs: file names inside `<models_dir>/loras/` with their weights.
+    pub style_loras: Vec<(String, f32)>,
     /// Where the finished image goes (inside the project's assets).
     pub output: PathBuf,
 }

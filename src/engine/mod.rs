@@ -1,8 +1,8 @@
 //! The worker thread that owns the models and runs generation jobs.
 //!
 //! The UI sends immutable [`Job`] snapshots and receives [`Event`]s; it never touches a model.
-//! Jobs run the SDXL pipeline (`pipeline::generate`); the StoryMaker character adapter is not
-//! part of this version, so cast members are not applied yet (the variant records that).
+//! A job with a cast runs StoryMaker (`pipeline::generate_story`: SDXL + the character adapter);
+//! a job without one runs plain SDXL with the adapter neutralised.
 
 pub mod job;
 pub mod models;
@@ -16,7 +16,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 pub use job::{CharacterSnapshot, Event, Job, JobId};
 
-use crate::pipeline::{generate, StepControl, Txt2ImgRequest};
+use crate::pipeline::{generate, generate_story, SlotCondition, StepControl, Txt2ImgRequest};
 use crate::sampling::SchedulerKind;
 
 /// The reason string of a cancelled job (turned into `Event::Cancelled`).
@@ -187,7 +187,23 @@ impl Worker {
             let _ = events.send(Event::Status { job: job.id, panel: job.panel, message });
             wake();
         };
-        let models = self.models.get(&job.models_dir, &device, dtype, &mut |what| say(format!("Loading {what}…")))?;
+        let loaded = self
+            .models
+            .get(&job.models_dir, &job.style_loras, &device, dtype, &mut |what| say(format!("Loading {what}…")))?;
+        let mut slots = Vec::new();
+        if !job.cast.is_empty() {
+            loaded.ensure_adapter(&job.models_dir, &mut |what| say(format!("Loading {what}…")))?;
+            for c in &job.cast {
+                say(format!("Preparing {}…", c.name));
+                let character = loaded.embedding(c)?;
+                let blend = match &c.blend {
+                    Some((other, w)) => Some((loaded.embedding(other)?, *w)),
+                    None => None,
+                };
+                slots.push(SlotCondition { character, id_only: c.id_only, blend });
+            }
+        }
+        let models = &loaded.sdxl;
         let req = Txt2ImgRequest {
             prompt: job.prompt.clone(),
             negative_prompt: job.negative_prompt.clone(),
@@ -201,7 +217,8 @@ impl Worker {
         let cancel = self.cancel.clone();
         let commands = self.commands.clone();
         let mut pending = Vec::new();
-        let generated = generate(models, &req, &mut |info| {
+        let scales = (job.params.ip_scale, job.params.lora_scale);
+        let mut on_step = |info: crate::pipeline::StepInfo| {
             let _ = events.send(Event::Progress {
                 job: job.id,
                 panel: job.panel,
@@ -221,8 +238,20 @@ impl Worker {
             } else {
                 StepControl::Continue
             }
-        });
-        let source = models.source.display().to_string();
+        };
+        let generated = match &loaded.adapter {
+            Some(adapter) => generate_story(models, adapter, &req, &slots, scales, &mut on_step),
+            None => generate(models, &req, &mut on_step),
+        };
+        let mut record = vec![format!("sdxl:{}", models.source.display())];
+        for (path, w) in &models.style_loras {
+            record.push(format!("style-lora:{}@{w}", path.display()));
+        }
+        if let (Some(a), false) = (&loaded.adapter, slots.is_empty()) {
+            record.push(format!("storymaker:{}", a.files().adapter.display()));
+            record.push(format!("clip-vision:{}", a.files().image_encoder.display()));
+            record.push(format!("scales: ip {} lora {}", scales.0, scales.1));
+        }
         for cmd in pending {
             // Submissions/prioritisations that arrived during the job; a Shutdown ends the loop later.
             if !self.handle(cmd) {
@@ -244,16 +273,12 @@ impl Worker {
         }
         crate::story::persist::atomic_write(&job.output, &png)
             .map_err(|e| format!("could not save {}: {e}", job.output.display()))?;
-        let mut models = vec![format!("sdxl:{source}")];
-        if !job.cast.is_empty() {
-            models.push("characters not applied (StoryMaker adapter not in this version)".into());
-        }
         self.send(Event::Done {
             job: job.id,
             panel: job.panel,
             output: job.output.clone(),
             seed: job.seed,
-            models,
+            models: record,
             scheduler: SchedulerKind::UniPc.name().into(),
         });
         Ok(())

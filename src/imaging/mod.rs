@@ -3,6 +3,7 @@
 
 pub mod character;
 pub mod decode;
+pub mod face_align;
 pub mod mask;
 
 pub use decode::{decode_image_bytes, load_image_file, DecodeError, DecodedImage};

@@ -1,10 +1,15 @@
-//! SDXL generation: text conditioning → denoising loop with progress/cancel → VAE decode.
-//! (Character conditioning for StoryMaker plugs into the UNet's attention hooks; spec §5.3.)
+//! Generation: text conditioning → denoising loop with progress/cancel → VAE decode, and the
+//! StoryMaker character adapter on top (spec §5.3).
 
 pub mod noise;
 pub mod sdxl;
+pub mod storymaker;
 pub mod txt2img;
 
 pub use noise::SeededNormal;
-pub use sdxl::{generate, Generated, SdxlModels, SingleFileConfigs, Txt2ImgRequest};
+pub use sdxl::{generate, generate_conditioned, Generated, SdxlModels, SingleFileConfigs, Txt2ImgRequest};
+pub use storymaker::{
+    generate_story, with_image_tokens, AdapterFiles, AdapterOptions, CharacterEmbedding, CharacterInput, ImageTokens,
+    SlotCondition, StoryMakerAdapter,
+};
 pub use txt2img::{denoise, sdxl_time_ids, PipelineError, SdxlConditioning, StepControl, StepInfo};

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 
 use super::noise::SeededNormal;
+use super::storymaker::{with_image_tokens, ImageTokens};
 use super::txt2img::{denoise, PipelineError, SdxlConditioning, StepControl, StepInfo};
 use crate::models::clip_text::{sdxl_text_embeddings, ClipTextConfig, ClipTextModel};
 use crate::models::tokenizer::{ClipTokenizer, Padding};
@@ -15,6 +16,7 @@ use crate::sampling::{build_scheduler, Guidance, SchedulerConfig, SchedulerKind}
 use crate::weights::diffusers::{component_config, component_weight_files};
 use crate::weights::single_file::SingleFileSdxl;
 use crate::weights::store::TensorStore;
+use crate::weights::style_lora::{LoraComponent, LoraMergedStore, StyleLora};
 
 /// Everything a txt2img generation needs, loaded once and kept on the device across jobs.
 pub struct SdxlModels {
@@ -28,6 +30,35 @@ pub struct SdxlModels {
     pub dtype: DType,
     /// Where the weights came from (recorded on every variant).
     pub source: PathBuf,
+    /// The style LoRAs merged into the UNet and text encoders, with their weights.
+    pub style_loras: Vec<(PathBuf, f64)>,
+}
+
+/// Style LoRAs to merge at load time (weight 1.0 = as trained).
+pub type StyleLoras<'a> = &'a [(StyleLora, f64)];
+
+/// Opens `store` for `component`, merging the style LoRAs into it when there are any.
+fn with_loras(
+    store: TensorStore,
+    component: LoraComponent,
+    loras: StyleLoras,
+    dtype: DType,
+    device: &Device,
+    progress: &mut dyn FnMut(&str),
+) -> Result<candle_nn::VarBuilder<'static>, PipelineError> {
+    if loras.is_empty() {
+        return Ok(store.into_var_builder(dtype, device));
+    }
+    let refs: Vec<(&StyleLora, f64)> = loras.iter().map(|(l, w)| (l, *w)).collect();
+    let merged = LoraMergedStore::new(store, component, &refs).map_err(err)?;
+    for w in merged.warnings() {
+        progress(w);
+    }
+    Ok(merged.into_var_builder(dtype, device))
+}
+
+fn lora_record(loras: StyleLoras) -> Vec<(PathBuf, f64)> {
+    loras.iter().map(|(l, w)| (l.path().to_path_buf(), *w)).collect()
 }
 
 fn err(e: impl std::fmt::Display) -> PipelineError {
@@ -41,11 +72,12 @@ impl SdxlModels {
         dir: &Path,
         device: &Device,
         dtype: DType,
+        loras: StyleLoras,
         progress: &mut dyn FnMut(&str),
     ) -> Result<SdxlModels, PipelineError> {
-        let vb = |sub: &str, base: &str| -> Result<candle_nn::VarBuilder<'static>, PipelineError> {
+        let store = |sub: &str, base: &str| -> Result<TensorStore, PipelineError> {
             let files = component_weight_files(&dir.join(sub), base).map_err(err)?;
-            Ok(TensorStore::open(&files).map_err(err)?.into_var_builder(dtype, device))
+            TensorStore::open(&files).map_err(err)
         };
         progress("tokenizer");
         let tok_dir = dir.join("tokenizer");
@@ -55,14 +87,21 @@ impl SdxlModels {
         let c1 = ClipTextConfig::from_json(&component_config(&dir.join("text_encoder")).map_err(err)?).map_err(err)?;
         let c2 =
             ClipTextConfig::from_json(&component_config(&dir.join("text_encoder_2")).map_err(err)?).map_err(err)?;
-        let text_encoder = ClipTextModel::new(vb("text_encoder", "model")?, &c1, false)?;
-        let text_encoder_2 = ClipTextModel::new(vb("text_encoder_2", "model")?, &c2, true)?;
+        let vb1 =
+            with_loras(store("text_encoder", "model")?, LoraComponent::TextEncoder, loras, dtype, device, progress)?;
+        let text_encoder = ClipTextModel::new(vb1, &c1, false)?;
+        let vb2 =
+            with_loras(store("text_encoder_2", "model")?, LoraComponent::TextEncoder2, loras, dtype, device, progress)?;
+        let text_encoder_2 = ClipTextModel::new(vb2, &c2, true)?;
         progress("UNet");
         let ucfg = UNetConfig::from_json(component_config(&dir.join("unet")).map_err(err)?.as_bytes()).map_err(err)?;
-        let unet = UNet2DConditionModel::new(vb("unet", "diffusion_pytorch_model")?, &ucfg)?;
+        let vbu =
+            with_loras(store("unet", "diffusion_pytorch_model")?, LoraComponent::Unet, loras, dtype, device, progress)?;
+        let unet = UNet2DConditionModel::new(vbu, &ucfg)?;
         progress("VAE");
         let vcfg = VaeConfig::from_json(&component_config(&dir.join("vae")).map_err(err)?).map_err(err)?;
-        let vae = AutoencoderKlDecoder::new(vb("vae", "diffusion_pytorch_model")?, &vcfg)?;
+        let vae =
+            AutoencoderKlDecoder::new(store("vae", "diffusion_pytorch_model")?.into_var_builder(dtype, device), &vcfg)?;
         let sched_path = dir.join("scheduler").join("scheduler_config.json");
         let scheduler_config = SchedulerConfig::from_json_file(&sched_path).map_err(err)?;
         Ok(SdxlModels {
@@ -75,6 +114,7 @@ impl SdxlModels {
             device: device.clone(),
             dtype,
             source: dir.to_path_buf(),
+            style_loras: lora_record(loras),
         })
     }
 
@@ -85,6 +125,7 @@ impl SdxlModels {
         path: &Path,
         device: &Device,
         dtype: DType,
+        loras: StyleLoras,
         progress: &mut dyn FnMut(&str),
     ) -> Result<SdxlModels, PipelineError> {
         let configs = SingleFileConfigs {
@@ -94,7 +135,7 @@ impl SdxlModels {
             vae: VaeConfig::sdxl(),
             scheduler: SchedulerConfig::sdxl(),
         };
-        Self::load_single_file_with(path, &configs, device, dtype, progress)
+        Self::load_single_file_with(path, &configs, device, dtype, loras, progress)
     }
 
     /// [`Self::load_single_file`] with explicit base configs (sizes are still read from the
@@ -104,6 +145,7 @@ impl SdxlModels {
         configs: &SingleFileConfigs,
         device: &Device,
         dtype: DType,
+        loras: StyleLoras,
         progress: &mut dyn FnMut(&str),
     ) -> Result<SdxlModels, PipelineError> {
         let file = SingleFileSdxl::open(path).map_err(err)?;
@@ -121,10 +163,34 @@ impl SdxlModels {
         progress("text encoders");
         let c1 = file.text_encoder_config(&configs.clip_l).map_err(err)?;
         let c2 = file.text_encoder_2_config(&configs.clip_g).map_err(err)?;
-        let text_encoder = ClipTextModel::new(file.text_encoder(dtype, device).map_err(err)?, &c1, false)?;
-        let text_encoder_2 = ClipTextModel::new(file.text_encoder_2(dtype, device).map_err(err)?, &c2, true)?;
+        let vb1 = with_loras(
+            file.text_encoder_store().map_err(err)?,
+            LoraComponent::TextEncoder,
+            loras,
+            dtype,
+            device,
+            progress,
+        )?;
+        let text_encoder = ClipTextModel::new(vb1, &c1, false)?;
+        let vb2 = with_loras(
+            file.text_encoder_2_store().map_err(err)?,
+            LoraComponent::TextEncoder2,
+            loras,
+            dtype,
+            device,
+            progress,
+        )?;
+        let text_encoder_2 = ClipTextModel::new(vb2, &c2, true)?;
         progress("UNet");
-        let unet = UNet2DConditionModel::new(file.unet(&configs.unet, dtype, device).map_err(err)?, &configs.unet)?;
+        let vbu = with_loras(
+            file.unet_store(&configs.unet).map_err(err)?,
+            LoraComponent::Unet,
+            loras,
+            dtype,
+            device,
+            progress,
+        )?;
+        let unet = UNet2DConditionModel::new(vbu, &configs.unet)?;
         progress("VAE");
         let vcfg = file.vae_config(&configs.vae).map_err(err)?;
         let vae = AutoencoderKlDecoder::new(file.vae(&vcfg, dtype, device).map_err(err)?, &vcfg)?;
@@ -138,6 +204,7 @@ impl SdxlModels {
             device: device.clone(),
             dtype,
             source: path.to_path_buf(),
+            style_loras: lora_record(loras),
         })
     }
 
@@ -188,6 +255,16 @@ pub fn generate(
     req: &Txt2ImgRequest,
     on_step: &mut dyn FnMut(StepInfo) -> StepControl,
 ) -> Result<Generated, PipelineError> {
+    generate_conditioned(models, req, None, on_step)
+}
+
+/// [`generate`] with StoryMaker image tokens appended to the text context of each branch.
+pub fn generate_conditioned(
+    models: &SdxlModels,
+    req: &Txt2ImgRequest,
+    image_tokens: Option<&ImageTokens>,
+    on_step: &mut dyn FnMut(StepInfo) -> StepControl,
+) -> Result<Generated, PipelineError> {
     let factor = models.vae.config().upscale_factor();
     if req.width % factor != 0 || req.height % factor != 0 || req.width == 0 || req.height == 0 {
         return Err(PipelineError::Input(format!("the image size must be a positive multiple of {factor} pixels")));
@@ -202,12 +279,15 @@ pub fn generate(
     } else {
         models.encode_prompt(&req.negative_prompt)?
     };
-    let cond = SdxlConditioning {
+    let mut cond = SdxlConditioning {
         prompt_embeds: embeds,
         pooled,
         negative_prompt_embeds: neg_embeds,
         negative_pooled: neg_pooled,
     };
+    if let Some(tokens) = image_tokens {
+        cond = with_image_tokens(&cond, tokens)?;
+    }
     let mut rng = SeededNormal::new(req.seed);
     let shape = (1, models.unet.config().in_channels, req.height / factor, req.width / factor);
     let init = rng.tensor(&shape.into(), models.dtype, &models.device)?;

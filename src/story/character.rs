@@ -63,6 +63,10 @@ pub struct FaceBox {
     #[serde(default)]
     pub score: Option<f32>,
     pub source: FaceSource,
+    /// The ArcFace identity (512 values, L2-normalised) the adapter is conditioned on: from face
+    /// analysis or imported face data (the reference's `{id, kps}` file, spec §1.4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Vec<f32>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

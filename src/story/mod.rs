@@ -17,6 +17,6 @@ pub mod sample;
 pub use assets::{AssetError, AssetPath};
 pub use character::{Character, CharacterId, CropRect, FaceBox, FaceSource};
 pub use history::{Edit, History};
-pub use panel::{CastSlot, GenParams, Panel, PanelId, SeedChoice, Variant, MAX_CAST};
+pub use panel::{CastSlot, CharacterBlend, GenParams, Panel, PanelId, SeedChoice, StyleLoraRef, Variant, MAX_CAST};
 pub use persist::{load_project, save_project, ProjectError};
 pub use project::{Project, ProjectSettings, FORMAT_VERSION};

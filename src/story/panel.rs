@@ -13,12 +13,40 @@ pub const MAX_CAST: usize = 2;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct PanelId(pub u64);
 
-/// One character in the panel, with an optional pose for the ControlNet.
+/// One character in the panel, with an optional pose for the ControlNet and the adapter modes
+/// the paper shows (spec §5.5).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CastSlot {
     pub character: CharacterId,
     #[serde(default)]
     pub pose: Option<Skeleton>,
+    /// "ID only": keep the face, let the prompt decide clothes and hair (character embedding zeroed).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub id_only: bool,
+    /// Clothing swap: this image (in the project's assets) replaces the character's masked crop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloth: Option<AssetPath>,
+    /// Character interpolation: blend this character with another one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blend: Option<CharacterBlend>,
+}
+
+impl CastSlot {
+    pub fn new(character: CharacterId) -> CastSlot {
+        CastSlot { character, pose: None, id_only: false, cloth: None, blend: None }
+    }
+}
+
+/// `(1 - weight) · this character + weight · with`, computed at this slot's position.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CharacterBlend {
+    pub with: CharacterId,
+    /// 0 = only this character, 1 = only `with`.
+    pub weight: f32,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +124,30 @@ pub struct Panel {
     pub variants: Vec<Variant>,
     #[serde(default)]
     pub chosen: Option<usize>,
+    /// Style LoRAs for this panel only; `None` uses the story's (`ProjectSettings::style_loras`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub style_loras: Option<Vec<StyleLoraRef>>,
+}
+
+/// An SDXL style LoRA from the models folder's `loras/` applied on top of the base model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StyleLoraRef {
+    /// File name inside `<models>/loras/` (a plain name, so projects move between machines).
+    pub file: String,
+    /// 1.0 = as trained; negative values subtract the style.
+    pub weight: f32,
+}
+
+impl StyleLoraRef {
+    /// A plain file name (no folders) and a finite weight in [-4, 4].
+    pub fn is_valid(&self) -> bool {
+        !self.file.is_empty()
+            && !self.file.contains(['/', '\\', ':'])
+            && self.file != ".."
+            && self.file != "."
+            && self.weight.is_finite()
+            && self.weight.abs() <= 4.0
+    }
 }
 
 impl Panel {
@@ -111,6 +163,7 @@ impl Panel {
             dialogue: String::new(),
             variants: Vec::new(),
             chosen: None,
+            style_loras: None,
         }
     }
 

@@ -143,6 +143,13 @@ pub fn load_project(root: &Path) -> Result<Project, ProjectError> {
     let mut project: Project = serde_json::from_value(value)
         .map_err(|e| ProjectError::Malformed { path: path.clone(), detail: e.to_string() })?;
     validate(&path, &mut project)?;
+    for p in &project.panels {
+        for slot in &p.cast {
+            if let Some(cloth) = &slot.cloth {
+                cloth.resolve_existing(root)?;
+            }
+        }
+    }
     for c in &mut project.characters {
         c.photo.resolve_existing(root)?;
         let mask_path = c.mask_file.resolve_existing(root)?;
@@ -182,6 +189,12 @@ fn validate(path: &Path, project: &mut Project) -> Result<(), ProjectError> {
         }
     }
     let characters: HashSet<u64> = project.characters.iter().map(|c| c.id.0).collect();
+    let bad_lora = |l: &super::panel::StyleLoraRef| {
+        bad(format!("style LoRA “{}” (weight {}) is not a plain file name with a weight in [-4, 4]", l.file, l.weight))
+    };
+    if let Some(l) = project.settings.style_loras.iter().find(|l| !l.is_valid()) {
+        return Err(bad_lora(l));
+    }
     for p in &mut project.panels {
         if !ids.insert(p.id.0) {
             return Err(bad(format!("duplicate id {}", p.id.0)));
@@ -194,12 +207,24 @@ fn validate(path: &Path, project: &mut Project) -> Result<(), ProjectError> {
                 super::MAX_CAST
             )));
         }
+        if let Some(l) = p.style_loras.iter().flatten().find(|l| !l.is_valid()) {
+            return Err(bad_lora(l));
+        }
         for slot in &mut p.cast {
             if !characters.contains(&slot.character.0) {
                 return Err(bad(format!("a panel refers to character {} which is not in the cast", slot.character.0)));
             }
             if let Some(s) = slot.pose.take() {
                 slot.pose = Some(s.normalized());
+            }
+            if let Some(b) = slot.blend {
+                if !characters.contains(&b.with.0) {
+                    return Err(bad(format!("a panel blends with character {} which is not in the cast", b.with.0)));
+                }
+                if !b.weight.is_finite() {
+                    return Err(bad("a character blend weight is not a number".into()));
+                }
+                slot.blend = Some(super::panel::CharacterBlend { weight: b.weight.clamp(0.0, 1.0), ..b });
             }
         }
         if let Some(i) = p.chosen {

@@ -14,6 +14,9 @@ pub struct ProjectSettings {
     pub default_params: GenParams,
     #[serde(default)]
     pub default_negative_prompt: String,
+    /// Style LoRAs applied to every panel that has no list of its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub style_loras: Vec<super::panel::StyleLoraRef>,
 }
 
 impl Default for ProjectSettings {
@@ -22,6 +25,7 @@ impl Default for ProjectSettings {
             default_params: GenParams::default(),
             // The reference demo's negative prompt (spec §7).
             default_negative_prompt: "bad quality, NSFW, low quality, ugly, disfigured, deformed".into(),
+            style_loras: Vec::new(),
         }
     }
 }

@@ -55,6 +55,7 @@ pub fn sample_project() -> Project {
             keypoints: Some([[202.0, 106.0], [245.0, 105.0], [221.0, 127.0], [204.0, 145.0], [242.0, 145.0]]),
             score: Some(0.943),
             source: FaceSource::Imported,
+            identity: None,
         }),
         notes: "Orange launch-and-entry suit, short light-brown hair.".into(),
     };
@@ -112,7 +113,7 @@ pub fn sample_project() -> Project {
         panel.prompt = prompt.into();
         panel.caption = caption.into();
         panel.dialogue = dialogue.into();
-        panel.cast = cast.into_iter().map(|character| CastSlot { character, pose: None }).collect();
+        panel.cast = cast.into_iter().map(CastSlot::new).collect();
         panel.seed = seed.map_or(SeedChoice::Random, SeedChoice::Fixed);
         p.panels.push(panel);
     }

@@ -343,9 +343,14 @@ impl StoryApp {
         let character = self.doc.characters[index].clone();
         let mut edits = Vec::new();
         for p in &self.doc.panels {
-            if p.cast.iter().any(|s| s.character == id) {
+            if p.cast.iter().any(|s| s.character == id || s.blend.is_some_and(|b| b.with == id)) {
                 let mut after = p.clone();
                 after.cast.retain(|s| s.character != id);
+                for s in &mut after.cast {
+                    if s.blend.is_some_and(|b| b.with == id) {
+                        s.blend = None;
+                    }
+                }
                 edits.push(Edit::UpdatePanel { before: Box::new(p.clone()), after: Box::new(after) });
             }
         }
@@ -561,21 +566,36 @@ impl StoryApp {
             self.panel_status.insert(id, PanelStatus::Failed("write a prompt first".into()));
             return;
         }
+        let snapshot = |c: &crate::story::Character, slot: Option<&crate::story::CastSlot>| CharacterSnapshot {
+            id: c.id,
+            name: c.name.clone(),
+            photo: c.photo.join(&self.root),
+            crop: c.crop,
+            mask: c.mask.clone(),
+            face: c.face.clone(),
+            pose: slot.and_then(|s| s.pose.clone()),
+            id_only: slot.is_some_and(|s| s.id_only),
+            cloth: slot.and_then(|s| s.cloth.as_ref()).map(|p| p.join(&self.root)),
+            blend: None,
+        };
         let mut cast = Vec::new();
         for slot in &panel.cast {
             let Some(c) = self.doc.character(slot.character) else {
                 self.panel_status.insert(id, PanelStatus::Failed("a cast member no longer exists".into()));
                 return;
             };
-            cast.push(CharacterSnapshot {
-                id: c.id,
-                name: c.name.clone(),
-                photo: c.photo.join(&self.root),
-                crop: c.crop,
-                mask: c.mask.clone(),
-                face: c.face.clone(),
-                pose: slot.pose.clone(),
-            });
+            let mut snap = snapshot(c, Some(slot));
+            if let Some(b) = slot.blend {
+                match self.doc.character(b.with) {
+                    Some(other) => snap.blend = Some((Box::new(snapshot(other, None)), b.weight)),
+                    None => {
+                        self.panel_status
+                            .insert(id, PanelStatus::Failed("the blended character no longer exists".into()));
+                        return;
+                    }
+                }
+            }
+            cast.push(snap);
         }
         let seed = match panel.seed {
             SeedChoice::Fixed(s) => s,
@@ -597,6 +617,13 @@ impl StoryApp {
             params: panel.params.clone(),
             cast,
             models_dir: self.settings.models_dir(&self.paths),
+            style_loras: panel
+                .style_loras
+                .as_ref()
+                .unwrap_or(&self.doc.settings.style_loras)
+                .iter()
+                .map(|l| (l.file.clone(), l.weight))
+                .collect(),
             output,
         };
         self.next_job += 1;

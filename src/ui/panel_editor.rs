@@ -185,8 +185,8 @@ fn cast_editor(app: &StoryApp, ui: &mut egui::Ui, p: &mut Panel) {
                 .labelled_by(l.id);
             if choice != current {
                 match (choice, slot < p.cast.len()) {
-                    (Some(c), true) => p.cast[slot] = CastSlot { character: c, pose: None },
-                    (Some(c), false) => p.cast.push(CastSlot { character: c, pose: None }),
+                    (Some(c), true) => p.cast[slot] = CastSlot::new(c),
+                    (Some(c), false) => p.cast.push(CastSlot::new(c)),
                     (None, true) => {
                         p.cast.remove(slot);
                     }

@@ -16,6 +16,8 @@ pub mod safetensors_header;
 pub mod sgm;
 pub mod single_file;
 pub mod store;
+pub mod style_lora;
+pub mod torch_pickle;
 
 use std::path::{Path, PathBuf};
 
@@ -123,4 +125,71 @@ mod tests {
         std::fs::write(sdxl.join("model.safetensors"), b"\x05").unwrap();
         assert!(matches!(find_sdxl(dir.path()), Err(WeightsError::BadCheckpoint { .. })));
     }
+}
+
+/// `<models>/storymaker/`: StoryMaker's `mask.bin` (RED-AIGC/StoryMaker on Hugging Face).
+pub const ADAPTER_SUBDIR: &str = "storymaker";
+/// `<models>/clip-vit-h/`: CLIP ViT-H/14 image encoder, transformers layout (config.json +
+/// model.safetensors; laion/CLIP-ViT-H-14-laion2B-s32B-b79K or h94/IP-Adapter models/image_encoder).
+pub const IMAGE_ENCODER_SUBDIR: &str = "clip-vit-h";
+/// `<models>/loras/`: the artist's SDXL style LoRAs (`.safetensors`, kohya or diffusers/PEFT).
+pub const LORA_SUBDIR: &str = "loras";
+
+/// Why the StoryMaker adapter cannot be used from a models folder.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum AdapterMissing {
+    #[error(
+        "the StoryMaker adapter is not installed: put mask.bin (huggingface.co/RED-AIGC/StoryMaker) at \
+         {dir}/storymaker/mask.bin"
+    )]
+    Adapter { dir: String },
+    #[error(
+        "the CLIP ViT-H/14 image encoder is not installed: put config.json and model.safetensors of \
+         laion/CLIP-ViT-H-14-laion2B-s32B-b79K (or h94/IP-Adapter models/image_encoder) in {dir}/clip-vit-h/"
+    )]
+    ImageEncoder { dir: String },
+}
+
+/// Finds `<models>/storymaker/mask.bin` (or `mask.safetensors`, or the only `.bin`/`.safetensors`
+/// there) and the CLIP image encoder folder.
+pub fn find_adapter(models_dir: &Path) -> Result<(PathBuf, PathBuf), AdapterMissing> {
+    let dir = models_dir.join(ADAPTER_SUBDIR);
+    let display = models_dir.display().to_string();
+    let preferred = ["mask.bin", "mask.safetensors"].iter().map(|n| dir.join(n)).find(|p| p.is_file());
+    let adapter = match preferred {
+        Some(p) => p,
+        None => {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .map_err(|_| AdapterMissing::Adapter { dir: display.clone() })?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.is_file()
+                        && p.extension()
+                            .is_some_and(|x| x.eq_ignore_ascii_case("bin") || x.eq_ignore_ascii_case("safetensors"))
+                })
+                .collect();
+            found.sort();
+            found.into_iter().next().ok_or(AdapterMissing::Adapter { dir: display.clone() })?
+        }
+    };
+    let encoder = [IMAGE_ENCODER_SUBDIR, "image_encoder"]
+        .iter()
+        .map(|n| models_dir.join(n))
+        .find(|p| p.join("config.json").is_file())
+        .ok_or(AdapterMissing::ImageEncoder { dir: display })?;
+    Ok((adapter, encoder))
+}
+
+/// The style LoRA files in `<models>/loras/`, by file name.
+pub fn list_style_loras(models_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(models_dir.join(LORA_SUBDIR))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.path().extension().is_some_and(|x| x.eq_ignore_ascii_case("safetensors")))
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
 }

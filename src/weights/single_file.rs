@@ -139,10 +139,15 @@ impl SingleFileSdxl {
     /// The UNet under diffusers names. `cfg` cannot be read from the file (use
     /// `UNetConfig::sdxl_base()` for SDXL); the map needs its `layers_per_block` and up block types.
     pub fn unet(&self, cfg: &UNetConfig, dtype: DType, dev: &Device) -> Result<VarBuilder<'static>, SingleFileError> {
+        Ok(self.unet_store(cfg)?.into_var_builder(dtype, dev))
+    }
+
+    /// The store behind [`Self::unet`] (style LoRAs are merged on top of it).
+    pub fn unet_store(&self, cfg: &UNetConfig) -> Result<TensorStore, SingleFileError> {
         self.require(SdxlComponent::Unet)?;
         let attn: Vec<bool> = cfg.up_block_types.iter().map(|t| t == "CrossAttnUpBlock2D").collect();
         let lpb = cfg.layers_per_block;
-        Ok(self.store.unmapped().with_key_map(move |k| unet_key_to_sgm(k, lpb, &attn)).into_var_builder(dtype, dev))
+        Ok(self.store.unmapped().with_key_map(move |k| unet_key_to_sgm(k, lpb, &attn)))
     }
 
     /// The VAE under diffusers `AutoencoderKL` names (for `AutoencoderKlDecoder`); `cfg` gives the
@@ -159,15 +164,25 @@ impl SingleFileSdxl {
 
     /// Text encoder 1 (CLIP-L) under transformers `CLIPTextModel` names.
     pub fn text_encoder(&self, dtype: DType, dev: &Device) -> Result<VarBuilder<'static>, SingleFileError> {
+        Ok(self.text_encoder_store()?.into_var_builder(dtype, dev))
+    }
+
+    /// The store behind [`Self::text_encoder`].
+    pub fn text_encoder_store(&self) -> Result<TensorStore, SingleFileError> {
         self.require(SdxlComponent::TextEncoder)?;
-        Ok(self.store.unmapped().with_key_map(clip_l_key_to_sgm).into_var_builder(dtype, dev))
+        Ok(self.store.unmapped().with_key_map(clip_l_key_to_sgm))
     }
 
     /// Text encoder 2 (OpenCLIP bigG) under transformers `CLIPTextModelWithProjection` names: q/k/v
     /// are sliced out of the fused `in_proj_weight`, `text_projection` is transposed.
     pub fn text_encoder_2(&self, dtype: DType, dev: &Device) -> Result<VarBuilder<'static>, SingleFileError> {
+        Ok(self.text_encoder_2_store()?.into_var_builder(dtype, dev))
+    }
+
+    /// The store behind [`Self::text_encoder_2`].
+    pub fn text_encoder_2_store(&self) -> Result<TensorStore, SingleFileError> {
         self.require(SdxlComponent::TextEncoder2)?;
-        Ok(self.store.unmapped().with_tensor_map(clip_g_tensor_source).into_var_builder(dtype, dev))
+        Ok(self.store.unmapped().with_tensor_map(clip_g_tensor_source))
     }
 
     /// `base` with the sizes of text encoder 1 read from the file: vocabulary, hidden and MLP

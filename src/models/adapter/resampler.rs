@@ -270,21 +270,70 @@ impl PositionalPerceiverResampler {
     /// per character slot → `[N + 1, 20, C]` with the background tokens first (spec §2.3).
     pub fn forward(&self, id: &Tensor, clip_face: &Tensor, clip_crop: &Tensor) -> Result<Tensor> {
         let n = id.dim(0)?;
+        self.check_count(n)?;
+        let slots: Vec<usize> = (0..n).collect();
+        let ei = self.characters(id, clip_face, clip_crop, &slots, &vec![true; n])?;
+        Tensor::cat(&[&self.bg_embed.to_dtype(ei.dtype())?, &ei], 0)
+    }
+
+    fn check_count(&self, n: usize) -> Result<()> {
         if n == 0 || n > self.cfg.max_persons {
             return Err(candle_core::Error::Msg(format!(
                 "{n} characters; this adapter supports 1 to {}",
                 self.cfg.max_persons
             )));
         }
+        Ok(())
+    }
+
+    /// The learned background tokens `[1, 20, C]` (row 0 of every output, both CFG branches).
+    pub fn background(&self) -> &Tensor {
+        &self.bg_embed
+    }
+
+    /// The 20 tokens of each character row without the background: `[B, 20, C]`. Row `b` is
+    /// placed in position slot `slots[b]` (its `pos_embed` row), so two inputs can be computed for
+    /// the same slot (character interpolation blends them). `keep_character[b] == false` replaces
+    /// that row's character embedding E2 by zeros before `pos_embed` — the "ID only" mode of the
+    /// paper (Fig. 4, §5.5 of the spec; maintainer recipe FireRedTeam/StoryMaker #16).
+    pub fn characters(
+        &self,
+        id: &Tensor,
+        clip_face: &Tensor,
+        clip_crop: &Tensor,
+        slots: &[usize],
+        keep_character: &[bool],
+    ) -> Result<Tensor> {
+        let n = id.dim(0)?;
+        if slots.len() != n || keep_character.len() != n {
+            return Err(candle_core::Error::Msg(format!(
+                "{n} character rows but {} slots and {} flags",
+                slots.len(),
+                keep_character.len()
+            )));
+        }
+        if let Some(&s) = slots.iter().find(|&&s| s >= self.cfg.max_persons) {
+            return Err(candle_core::Error::Msg(format!(
+                "character slot {s}; this adapter has {} slots",
+                self.cfg.max_persons
+            )));
+        }
         let dtype = self.pos_embed.dtype();
+        let dev = self.pos_embed.device();
         let (id, clip_face, clip_crop) = (id.to_dtype(dtype)?, clip_face.to_dtype(dtype)?, clip_crop.to_dtype(dtype)?);
         let t = self.proj2.forward(&self.proj0.forward(&id)?.gelu_erf()?)?;
         let t = self.norm.forward(&t.reshape((n, self.cfg.id_tokens, self.cfg.dim))?)?;
         let e1 = (&t + self.face.forward(&clip_face, Some(&t))?)?;
-        let e2 = self.character.forward(&clip_crop, None)?;
-        let cat = Tensor::cat(&[&e1, &e2], 1)?.broadcast_add(&self.pos_embed.narrow(0, 0, n)?)?;
-        let ei = (self.norm_out.forward(&self.proj_out.forward(&cat)?)? + &cat)?;
-        Tensor::cat(&[&self.bg_embed, &ei], 0)
+        let mut e2 = self.character.forward(&clip_crop, None)?;
+        if keep_character.iter().any(|k| !k) {
+            let keep: Vec<f32> = keep_character.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect();
+            let keep = Tensor::from_vec(keep, (n, 1, 1), dev)?.to_dtype(dtype)?;
+            e2 = e2.broadcast_mul(&keep)?;
+        }
+        let idx = Tensor::from_vec(slots.iter().map(|&s| s as u32).collect::<Vec<_>>(), n, dev)?;
+        let pos = self.pos_embed.index_select(&idx, 0)?;
+        let cat = (Tensor::cat(&[&e1, &e2], 1)? + pos)?;
+        self.norm_out.forward(&self.proj_out.forward(&cat)?)? + &cat
     }
 
     /// The unconditional image tokens: the same module on zero features (spec §2.5).
