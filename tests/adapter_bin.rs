@@ -322,9 +322,11 @@ fn face_data_loads_normalised() {
     assert!(msg.contains("no tensor `id`"), "{msg}");
 }
 
-/// A `torch.save`-style pickle of a dict of float32 tensors:
-/// `(name, storage key, storage elements, shape, stride)`, storage offset 0.
-fn tensors_pickle(tensors: &[(&str, &str, u32, &[u32], &[u32])]) -> Vec<u8> {
+/// `(name, storage key, storage elements, shape, stride)` of a float32 tensor, storage offset 0.
+type TensorSpec<'a> = (&'a str, &'a str, u32, &'a [u32], &'a [u32]);
+
+/// A `torch.save`-style pickle of a dict of float32 tensors.
+fn tensors_pickle(tensors: &[TensorSpec]) -> Vec<u8> {
     let s = |p: &mut Vec<u8>, v: &str| {
         p.push(b'X');
         p.extend_from_slice(&(v.len() as u32).to_le_bytes());

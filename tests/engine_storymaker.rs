@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::tiny_sdxl;
+use common::{tiny_adapter, tiny_identity, tiny_sdxl};
 use storymaker::engine::{CharacterSnapshot, Engine, Event, Job, JobId};
 use storymaker::imaging::Mask;
 use storymaker::story::{CharacterId, CropRect, FaceBox, FaceSource, GenParams, PanelId};
@@ -20,14 +20,7 @@ fn fx(name: &str) -> PathBuf {
 fn models(root: &Path, with_adapter: bool) {
     tiny_sdxl(&root.join("sdxl"));
     if with_adapter {
-        std::fs::create_dir_all(root.join("storymaker")).unwrap();
-        std::fs::copy(fx("mask.bin"), root.join("storymaker/mask.bin")).unwrap();
-        // The tiny PPR's perceivers use 16-wide heads (the released model: 64, no file needed).
-        std::fs::write(root.join("storymaker/adapter_config.json"), br#"{"ppr_dim_head": 16}"#).unwrap();
-        std::fs::create_dir_all(root.join("clip-vit-h")).unwrap();
-        for f in ["config.json", "model.safetensors"] {
-            std::fs::copy(fx("clip_vision").join(f), root.join("clip-vit-h").join(f)).unwrap();
-        }
+        tiny_adapter(root);
     }
 }
 
@@ -88,8 +81,7 @@ fn finish(engine: &Engine, id: u64) -> Event {
 }
 
 fn identity() -> Vec<f32> {
-    let io = candle_core::safetensors::load(fx("e2e.safetensors"), &candle_core::Device::Cpu).unwrap();
-    io["char0.id"].to_vec1().unwrap()
+    tiny_identity()
 }
 
 #[test]

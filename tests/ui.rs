@@ -358,12 +358,15 @@ fn generate_with_models_adds_a_reproducible_variant() {
     let home = tempfile::tempdir().unwrap();
     let models = home.path().join("models");
     common::tiny_sdxl(&models.join("sdxl"));
+    common::tiny_adapter(&models);
     let paths = AppPaths::under(home.path());
     let settings = storymaker::app_dirs::AppSettings { models_dir: Some(models), ..Default::default() };
     settings.save(&paths).unwrap();
-    // A small, quick panel: 256x256 (the smallest size the editor allows), 2 steps, fixed seed.
+    // A small, quick panel: 256x256 (the smallest size the editor allows), 2 steps, fixed seed;
+    // Eileen (in its cast) gets an identity the tiny adapter accepts.
     let story = home.path().join("story");
     let mut project = storymaker::story::sample::write_sample_story(&story).unwrap();
+    project.characters[0].face.as_mut().unwrap().identity = Some(common::tiny_identity());
     project.panels[0].params.width = 256;
     project.panels[0].params.height = 256;
     project.panels[0].params.steps = 2;
@@ -378,7 +381,7 @@ fn generate_with_models_adds_a_reproducible_variant() {
     assert_eq!(p.chosen, Some(0));
     assert_eq!(v.seed, 42, "the locked seed is recorded");
     assert_eq!((v.params.width, v.params.height, v.params.steps), (256, 256, 2));
-    assert!(v.models.iter().any(|m| m.contains("characters not applied")), "{:?}", v.models);
+    assert!(v.models.iter().any(|m| m.starts_with("storymaker:")), "the adapter is applied: {:?}", v.models);
     let file = v.image.join(&story);
     let img = image::open(&file).unwrap().to_rgb8();
     assert_eq!(img.dimensions(), (256, 256));
@@ -392,4 +395,43 @@ fn generate_with_models_adds_a_reproducible_variant() {
     // Undo removes the variant from the panel (the file stays in the assets).
     undo(&mut h);
     assert_eq!(h.state().project().panels[0].variants.len(), 1);
+}
+
+#[test]
+fn imported_face_data_sets_the_identity_and_undoes() {
+    let home = tempfile::tempdir().unwrap();
+    let mut h = harness(home.path(), None);
+    h.run();
+    let lav = h.state().project().characters[1].clone();
+    assert!(lav.face.is_none(), "the sample's cameraman starts without a face");
+    let data = storymaker::face::load_face_data(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/adapter/face_data.bin"),
+    )
+    .unwrap();
+    let kps = data.kps;
+    h.state_mut().apply_face_data(lav.id, data);
+    h.run();
+    let face = h.state().project().characters[1].face.clone().expect("face set");
+    assert_eq!(face.keypoints, Some(kps));
+    assert_eq!(face.identity.as_ref().map(Vec::len), Some(512));
+    let [x0, y0, x1, y1] = face.bbox;
+    assert!(kps.iter().all(|p| p[0] > x0 && p[0] < x1 && p[1] > y0 && p[1] < y1), "box around the keypoints");
+    undo(&mut h);
+    assert_eq!(h.state().project().characters[1], lav);
+}
+
+#[test]
+fn cast_slot_modes_are_edited_and_undone() {
+    let home = tempfile::tempdir().unwrap();
+    let mut h = harness(home.path(), None);
+    h.run();
+    h.get_by_label("Panel 1").click();
+    h.run();
+    let before = h.state().project().panels[0].clone();
+    assert!(!before.cast[0].id_only);
+    h.get_by_label("Eileen: face only").click();
+    h.run();
+    assert!(h.state().project().panels[0].cast[0].id_only, "ID-only mode set");
+    undo(&mut h);
+    assert_eq!(h.state().project().panels[0], before);
 }

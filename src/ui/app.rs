@@ -337,6 +337,11 @@ impl StoryApp {
         }
     }
 
+    /// The models folder in use (settings, else the platform default).
+    pub fn models_dir(&self) -> PathBuf {
+        self.settings.models_dir(&self.paths)
+    }
+
     /// Deletes a character and, in the same undo step, removes it from every panel's cast.
     pub(crate) fn delete_character(&mut self, id: CharacterId) {
         let Some(index) = self.doc.character_index(id) else { return };
@@ -466,6 +471,45 @@ impl StoryApp {
         }
     }
 
+    /// Asks for a face-data file (the reference's `{id, kps}` .bin) and reads it off the UI thread.
+    pub(crate) fn ask_face_data(&mut self, character: CharacterId) {
+        let dialogs = self.dialogs.clone();
+        let started = self.inbox.spawn("dialog", move || {
+            let picked = dialogs.pick_file("Import face data ({id, kps} .bin)", ("Face data", &["bin", "pt", "pth"]));
+            TaskResult::FaceData {
+                character,
+                result: picked.map(|p| crate::face::load_face_data(&p).map_err(|e| e.to_string())),
+            }
+        });
+        if let Err(e) = started {
+            self.set_error(format!("Could not open the file dialog: {e}"));
+        }
+    }
+
+    /// Sets a character's face identity and keypoints from face data, as one undoable step. The
+    /// face box is kept when there is one, else drawn around the keypoints.
+    pub fn apply_face_data(&mut self, character: CharacterId, data: crate::face::FaceData) {
+        let Some(before) = self.doc.character(character).cloned() else { return };
+        let mut after = before.clone();
+        let bbox = before.face.as_ref().map(|f| f.bbox).unwrap_or_else(|| {
+            let (xs, ys): (Vec<f32>, Vec<f32>) = data.kps.iter().map(|p| (p[0], p[1])).unzip();
+            let (x0, x1) = (xs.iter().cloned().fold(f32::MAX, f32::min), xs.iter().cloned().fold(f32::MIN, f32::max));
+            let (y0, y1) = (ys.iter().cloned().fold(f32::MAX, f32::min), ys.iter().cloned().fold(f32::MIN, f32::max));
+            let pad = 0.6 * (x1 - x0).max(y1 - y0);
+            [x0 - pad, y0 - pad, x1 + pad, y1 + pad]
+        });
+        after.face = Some(crate::story::FaceBox {
+            bbox,
+            keypoints: Some(data.kps),
+            score: None,
+            source: crate::story::FaceSource::Imported,
+            identity: Some(data.embedding),
+        });
+        let name = after.name.clone();
+        self.edit(Edit::UpdateCharacter { before: Box::new(before), after: Box::new(after) });
+        self.set_status(format!("Face data imported for {name} (Ctrl+Z to undo)"));
+    }
+
     fn ask_folder(&mut self, purpose: FolderPurpose) {
         let dialogs = self.dialogs.clone();
         let title = match purpose {
@@ -483,6 +527,11 @@ impl StoryApp {
 
     fn handle_task(&mut self, ctx: &egui::Context, r: TaskResult) {
         match r {
+            TaskResult::FaceData { character, result } => match result {
+                None => {}
+                Some(Ok(data)) => self.apply_face_data(character, data),
+                Some(Err(e)) => self.set_error(format!("Could not import the face data: {e}")),
+            },
             TaskResult::Imported { source, result } => {
                 self.pending_imports = self.pending_imports.saturating_sub(1);
                 match result {

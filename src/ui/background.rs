@@ -9,12 +9,33 @@ use crate::story::import::ImportedPhoto;
 use crate::story::Project;
 
 pub enum TaskResult {
-    Imported { source: String, result: Result<ImportedPhoto, String> },
-    Saved { root: PathBuf, generation: u64, result: Result<(), String> },
-    Opened { root: PathBuf, result: Result<Project, String> },
-    ImageLoaded { path: PathBuf, result: Result<Arc<image::RgbaImage>, String> },
+    Imported {
+        source: String,
+        result: Result<ImportedPhoto, String>,
+    },
+    Saved {
+        root: PathBuf,
+        generation: u64,
+        result: Result<(), String>,
+    },
+    Opened {
+        root: PathBuf,
+        result: Result<Project, String>,
+    },
+    ImageLoaded {
+        path: PathBuf,
+        result: Result<Arc<image::RgbaImage>, String>,
+    },
     PhotosPicked(Vec<PathBuf>),
-    FolderPicked { purpose: FolderPurpose, folder: PathBuf },
+    /// Face data (`{id, kps}` torch pickle) read for a character; `None` when the dialog was cancelled.
+    FaceData {
+        character: crate::story::CharacterId,
+        result: Option<Result<crate::face::FaceData, String>>,
+    },
+    FolderPicked {
+        purpose: FolderPurpose,
+        folder: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

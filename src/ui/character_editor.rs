@@ -144,6 +144,7 @@ pub fn show(app: &mut StoryApp, ui: &mut egui::Ui, id: CharacterId) {
     let before = app.doc.characters[index].clone();
     let mut c = before.clone();
     let mut mask_action: Option<u8> = None;
+    let mut import_face = false;
     egui::Panel::right("character-props").resizable(true).default_size(260.0).show(ui, |ui| {
         ui.heading("Character");
         let l = ui.label("Name");
@@ -194,17 +195,36 @@ pub fn show(app: &mut StoryApp, ui: &mut egui::Ui, id: CharacterId) {
             Some(f) => {
                 let kps = if f.keypoints.is_some() { "with 5 keypoints" } else { "without keypoints" };
                 ui.label(format!("Face box {kps} ({:?}).", f.source));
+                if f.identity.is_none() {
+                    ui.colored_label(
+                        ui.visuals().warn_fg_color,
+                        "No face identity yet: import the face data to use this character in panels.",
+                    );
+                } else {
+                    ui.label("Face identity set (ArcFace, 512 values).");
+                }
             }
             None => {
-                ui.label(
-                    "No face set. Face detection is not part of this version: without a face, the character \
-                     can only be conditioned on its masked photo.",
+                ui.colored_label(
+                    ui.visuals().warn_fg_color,
+                    "No face set. Automatic face detection is not part of this version: import the \
+                     character's face data (identity + keypoints) to use it in panels.",
                 );
             }
+        }
+        if ui
+            .button("Import face data…")
+            .on_hover_text("A .bin with {id: [1,512], kps: [5,2]} as made by insightface (StoryMaker's format)")
+            .clicked()
+        {
+            import_face = true;
         }
         ui.small(format!("Photo: {} ({}×{})", c.photo, c.photo_size[0], c.photo_size[1]));
     });
     egui::CentralPanel::default().show(ui, |ui| canvas(app, ui, id));
+    if import_face {
+        app.ask_face_data(id);
+    }
     if let Some(value) = mask_action {
         let rect = PixelRect { x: 0, y: 0, w: c.mask.width(), h: c.mask.height() };
         let edit = Edit::MaskPatch {

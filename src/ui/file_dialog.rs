@@ -8,6 +8,10 @@ pub trait FileDialog: Send + Sync {
     fn pick_photos(&self) -> Option<Vec<PathBuf>>;
     /// A project folder to open or create; `None` when cancelled.
     fn pick_folder(&self, title: &str) -> Option<PathBuf>;
+    /// One file of the given kind (`filter`: label and extensions); `None` when cancelled.
+    fn pick_file(&self, _title: &str, _filter: (&str, &[&str])) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// The platform dialogs (xdg-portal / zenity on Linux, native elsewhere) through rfd.
@@ -23,6 +27,10 @@ impl FileDialog for NativeDialogs {
 
     fn pick_folder(&self, title: &str) -> Option<PathBuf> {
         rfd::FileDialog::new().set_title(title).pick_folder()
+    }
+
+    fn pick_file(&self, title: &str, filter: (&str, &[&str])) -> Option<PathBuf> {
+        rfd::FileDialog::new().set_title(title).add_filter(filter.0, filter.1).pick_file()
     }
 }
 

@@ -5,7 +5,7 @@
 
 use super::app::{PanelStatus, StoryApp};
 use super::images::ImageEntry;
-use crate::story::{CastSlot, Edit, Panel, PanelId, SeedChoice, MAX_CAST};
+use crate::story::{CastSlot, CharacterBlend, Edit, Panel, PanelId, SeedChoice, StyleLoraRef, MAX_CAST};
 
 /// SDXL's trained resolutions (width, height) offered as presets.
 const SIZE_PRESETS: [(u32, u32); 5] = [(1024, 1024), (1152, 896), (896, 1152), (1216, 832), (832, 1216)];
@@ -41,10 +41,35 @@ pub fn show(app: &mut StoryApp, ui: &mut egui::Ui, id: PanelId) {
     let Some(index) = app.doc.panel_index(id) else { return };
     let before = app.doc.panels[index].clone();
     let mut p = before.clone();
+    let mut story_loras = app.doc.settings.style_loras.clone();
     let mut generate = false;
     let mut cancel = false;
+    ui.heading(format!("Panel {} of {}", index + 1, app.doc.panels.len()));
+    // Generate / cancel / progress stay visible above the scrolling settings.
+    ui.horizontal(|ui| {
+        let busy = matches!(app.panel_status.get(&id), Some(PanelStatus::Queued(_) | PanelStatus::Running { .. }));
+        if ui.add_enabled(!busy, egui::Button::new("Generate")).on_hover_text("Ctrl+Enter").clicked() {
+            generate = true;
+        }
+        if busy && ui.button("Cancel").clicked() {
+            cancel = true;
+        }
+        match app.panel_status.get(&id) {
+            Some(PanelStatus::Queued(_)) => {
+                ui.label("Queued…");
+            }
+            Some(PanelStatus::Running { step, total, .. }) => {
+                let f = if *total > 0 { *step as f32 / *total as f32 } else { 0.0 };
+                ui.add(egui::ProgressBar::new(f).text(format!("step {step}/{total}")));
+            }
+            _ => {}
+        }
+    });
+    if let Some(PanelStatus::Failed(reason)) = app.panel_status.get(&id) {
+        ui.colored_label(ui.visuals().error_fg_color, format!("Generation failed: {reason}"));
+    }
+    ui.separator();
     egui::ScrollArea::vertical().show(ui, |ui| {
-        ui.heading(format!("Panel {} of {}", index + 1, app.doc.panels.len()));
         labelled_text(ui, "Prompt", &mut p.prompt, true, "What happens in this panel");
         token_budget(app, ui, &p.prompt);
         labelled_text(ui, "Negative prompt", &mut p.negative_prompt, false, "What to avoid");
@@ -93,7 +118,9 @@ pub fn show(app: &mut StoryApp, ui: &mut egui::Ui, id: PanelId) {
             ui.add(egui::Slider::new(&mut p.params.steps, 1..=100)).labelled_by(l.id);
             ui.end_row();
             let l = ui.label("Guidance");
-            ui.add(egui::Slider::new(&mut p.params.guidance, 1.0..=15.0).step_by(0.5)).labelled_by(l.id);
+            ui.add(egui::Slider::new(&mut p.params.guidance, 1.0..=15.0).step_by(0.5))
+                .labelled_by(l.id)
+                .on_hover_text("1 = no classifier-free guidance: twice as fast, follows the prompt less");
             ui.end_row();
             let l = ui.label("Character strength (IP scale)");
             ui.add(egui::Slider::new(&mut p.params.ip_scale, 0.0..=1.5).step_by(0.05)).labelled_by(l.id);
@@ -102,35 +129,24 @@ pub fn show(app: &mut StoryApp, ui: &mut egui::Ui, id: PanelId) {
             ui.add(egui::Slider::new(&mut p.params.lora_scale, 0.0..=1.5).step_by(0.05)).labelled_by(l.id);
             ui.end_row();
         });
+        if p.params.guidance <= 1.0 {
+            ui.small(
+                "Guidance 1: one model pass per step, no negative prompt (the reference pipeline cannot run this).",
+            );
+        }
+        style_loras(app, ui, &mut p, &mut story_loras);
         ui.separator();
         labelled_text(ui, "Caption", &mut p.caption, false, "Printed under the panel");
         labelled_text(ui, "Dialogue", &mut p.dialogue, true, "Shown in a speech bubble");
         ui.separator();
-        ui.horizontal(|ui| {
-            let busy = matches!(app.panel_status.get(&id), Some(PanelStatus::Queued(_) | PanelStatus::Running { .. }));
-            if ui.add_enabled(!busy, egui::Button::new("Generate")).on_hover_text("Ctrl+Enter").clicked() {
-                generate = true;
-            }
-            if busy && ui.button("Cancel").clicked() {
-                cancel = true;
-            }
-            match app.panel_status.get(&id) {
-                Some(PanelStatus::Queued(_)) => {
-                    ui.label("Queued…");
-                }
-                Some(PanelStatus::Running { step, total, .. }) => {
-                    let f = if *total > 0 { *step as f32 / *total as f32 } else { 0.0 };
-                    ui.add(egui::ProgressBar::new(f).text(format!("step {step}/{total}")));
-                }
-                Some(PanelStatus::Failed(reason)) => {
-                    ui.colored_label(ui.visuals().error_fg_color, format!("Generation failed: {reason}"));
-                }
-                None => {}
-            }
-        });
         variants(app, ui, &mut p);
     });
     p.params = p.params.clone().sanitized();
+    if story_loras != app.doc.settings.style_loras {
+        let before = app.doc.settings.clone();
+        let after = crate::story::ProjectSettings { style_loras: story_loras, ..before.clone() };
+        app.edit_merging(Edit::Settings { before, after }, Some("settings:style-loras".into()));
+    }
     if p != before {
         let key = format!("panel:{}:{}", id.0, changed_field(&before, &p));
         app.edit_merging(Edit::UpdatePanel { before: Box::new(before), after: Box::new(p) }, Some(key));
@@ -198,14 +214,119 @@ fn cast_editor(app: &StoryApp, ui: &mut egui::Ui, p: &mut Panel) {
     if app.doc.characters.is_empty() {
         ui.small("Import a photo to add characters to the cast.");
     }
-    if !p.cast.is_empty() {
-        // Be plain about what the images will (not) use until the adapter lands.
-        ui.colored_label(
-            ui.visuals().warn_fg_color,
-            "Characters are not applied yet: this version generates from the prompt alone (the StoryMaker \
-             adapter and the character-strength / LoRA settings take effect in a later version).",
-        );
+    for (k, slot) in p.cast.iter_mut().enumerate() {
+        slot_modes(app, ui, k, slot);
     }
+    if !p.cast.is_empty() {
+        // Say up front what would stop the characters from being applied.
+        let models_dir = app.models_dir();
+        if let Err(missing) = crate::weights::find_adapter(&models_dir) {
+            ui.colored_label(ui.visuals().warn_fg_color, format!("Characters cannot be applied: {missing}."));
+        }
+        for slot in &p.cast {
+            if let Some(c) = app.doc.character(slot.character) {
+                if c.face.as_ref().and_then(|f| f.identity.as_ref()).is_none() {
+                    ui.colored_label(
+                        ui.visuals().warn_fg_color,
+                        format!("{} has no face identity yet: import its face data in the character editor.", c.name),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The adapter modes of one cast slot (spec §5.5): ID only, clothing from another photo, and
+/// interpolation with another character.
+fn slot_modes(app: &StoryApp, ui: &mut egui::Ui, k: usize, slot: &mut CastSlot) {
+    let Some(me) = app.doc.character(slot.character) else { return };
+    ui.indent(("slot-modes", k), |ui| {
+        ui.checkbox(&mut slot.id_only, format!("{}: face only", me.name))
+            .on_hover_text("Keep the face; clothes, hair and body come from the prompt (character embedding zeroed)");
+        ui.horizontal(|ui| {
+            let l = ui.label("Clothes from");
+            let current = slot.cloth.clone();
+            let name = current
+                .as_ref()
+                .and_then(|p| app.doc.characters.iter().find(|c| c.photo == *p))
+                .map_or_else(|| "own photo".to_string(), |c| format!("{}’s photo", c.name));
+            egui::ComboBox::from_id_salt(("cloth", k))
+                .selected_text(name)
+                .show_ui(ui, |ui| {
+                    ui.selectable_value(&mut slot.cloth, None, "own photo");
+                    for c in app.doc.characters.iter().filter(|c| c.id != me.id) {
+                        ui.selectable_value(&mut slot.cloth, Some(c.photo.clone()), format!("{}’s photo", c.name));
+                    }
+                })
+                .response
+                .labelled_by(l.id)
+                .on_hover_text("Clothing swap: this image replaces the character's masked crop");
+        });
+        ui.horizontal(|ui| {
+            let l = ui.label("Blend with");
+            let mut with = slot.blend.map(|b| b.with);
+            let name =
+                with.and_then(|id| app.doc.character(id)).map_or_else(|| "nobody".to_string(), |c| c.name.clone());
+            egui::ComboBox::from_id_salt(("blend", k))
+                .selected_text(name)
+                .show_ui(ui, |ui| {
+                    ui.selectable_value(&mut with, None, "nobody");
+                    for c in app.doc.characters.iter().filter(|c| c.id != me.id) {
+                        ui.selectable_value(&mut with, Some(c.id), &c.name);
+                    }
+                })
+                .response
+                .labelled_by(l.id)
+                .on_hover_text("Character interpolation: mix two characters' embeddings");
+            let mut weight = slot.blend.map_or(0.5, |b| b.weight);
+            if with.is_some() {
+                ui.add(egui::Slider::new(&mut weight, 0.0..=1.0).text("mix"));
+            }
+            slot.blend = with.map(|with| CharacterBlend { with, weight });
+        });
+    });
+}
+
+/// Style LoRAs from `<models>/loras/`: the story's list, or this panel's own.
+fn style_loras(app: &StoryApp, ui: &mut egui::Ui, p: &mut Panel, story: &mut Vec<StyleLoraRef>) {
+    egui::CollapsingHeader::new("Style LoRAs").id_salt("style-loras").show(ui, |ui| {
+        let available = crate::weights::list_style_loras(&app.models_dir());
+        let mut own = p.style_loras.is_some();
+        if ui.checkbox(&mut own, "This panel has its own LoRAs").changed() {
+            p.style_loras = own.then(|| story.clone());
+        }
+        let list = match p.style_loras.as_mut() {
+            Some(l) => l,
+            None => story,
+        };
+        if available.is_empty() && list.is_empty() {
+            ui.small("Put SDXL LoRA .safetensors files (kohya or diffusers format) in the models folder's loras/.");
+        }
+        let mut names: Vec<String> = available.clone();
+        for l in list.iter() {
+            if !names.contains(&l.file) {
+                names.push(l.file.clone());
+            }
+        }
+        for name in names {
+            let pos = list.iter().position(|l| l.file == name);
+            let mut on = pos.is_some();
+            ui.horizontal(|ui| {
+                let missing = !available.contains(&name);
+                let label = if missing { format!("{name} (missing)") } else { name.clone() };
+                if ui.checkbox(&mut on, label).changed() {
+                    if on {
+                        list.push(StyleLoraRef { file: name.clone(), weight: 0.8 });
+                    } else if let Some(i) = pos {
+                        list.remove(i);
+                    }
+                }
+                if let Some(l) = list.iter_mut().find(|l| l.file == name) {
+                    ui.add(egui::Slider::new(&mut l.weight, -2.0..=2.0).step_by(0.05).text("weight"));
+                }
+            });
+        }
+    });
 }
 
 fn variants(app: &mut StoryApp, ui: &mut egui::Ui, p: &mut Panel) {

@@ -74,3 +74,25 @@ pub fn tiny_sdxl(root: &Path) {
     copy_fixture("sched_sdxl_base.config.json", &root.join("scheduler/scheduler_config.json"));
     write_byte_tokenizer(&root.join("tokenizer"));
 }
+
+/// The tiny StoryMaker adapter in the documented models-folder layout: `storymaker/mask.bin`
+/// (+ `adapter_config.json`: the tiny PPR's 16-wide heads) and `clip-vit-h/` (transformers CLIP).
+#[allow(dead_code)]
+pub fn tiny_adapter(models: &Path) {
+    let fx = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/storymaker");
+    std::fs::create_dir_all(models.join("storymaker")).unwrap();
+    std::fs::copy(fx.join("mask.bin"), models.join("storymaker/mask.bin")).unwrap();
+    std::fs::write(models.join("storymaker/adapter_config.json"), br#"{"ppr_dim_head": 16}"#).unwrap();
+    std::fs::create_dir_all(models.join("clip-vit-h")).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fx.join("clip_vision").join(f), models.join("clip-vit-h").join(f)).unwrap();
+    }
+}
+
+/// A 32-value identity that fits the tiny adapter (character 0 of the StoryMaker fixture).
+#[allow(dead_code)]
+pub fn tiny_identity() -> Vec<f32> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/storymaker/e2e.safetensors");
+    let io = candle_core::safetensors::load(p, &candle_core::Device::Cpu).unwrap();
+    io["char0.id"].to_vec1().unwrap()
+}
