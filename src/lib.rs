@@ -7,6 +7,7 @@
 pub mod app_dirs;
 pub mod cli;
 pub mod engine;
+pub mod export;
 pub mod face;
 pub mod imaging;
 pub mod models;

@@ -61,11 +61,12 @@ fn job(id: u64, models_dir: &Path, out: &Path, cast: Vec<CharacterSnapshot>) -> 
     }
 }
 
-/// Waits for the end of job `id`.
-fn finish(engine: &Engine, id: u64) -> Event {
+/// Waits for the end of job `id`; every event seen goes to `seen`.
+fn finish_seeing(engine: &Engine, id: u64, seen: &mut Vec<Event>) -> Event {
     let start = Instant::now();
     loop {
         for e in engine.poll() {
+            seen.push(e.clone());
             match &e {
                 Event::Done { job, .. } | Event::Failed { job, .. } | Event::Cancelled { job, .. }
                     if *job == JobId(id) =>
@@ -80,6 +81,14 @@ fn finish(engine: &Engine, id: u64) -> Event {
     }
 }
 
+fn finish(engine: &Engine, id: u64) -> Event {
+    finish_seeing(engine, id, &mut Vec::new())
+}
+
+fn prepared(seen: &[Event]) -> usize {
+    seen.iter().filter(|e| matches!(e, Event::Status { message, .. } if message.starts_with("Prepared Eileen"))).count()
+}
+
 fn identity() -> Vec<f32> {
     tiny_identity()
 }
@@ -90,7 +99,8 @@ fn a_panel_with_a_character_runs_storymaker_and_records_it() {
     models(&d.path().join("models"), true);
     let engine = Engine::start(Arc::new(|| {})).unwrap();
     engine.submit(job(1, &d.path().join("models"), d.path(), vec![eileen(Some(identity()))]));
-    match finish(&engine, 1) {
+    let mut seen = Vec::new();
+    match finish_seeing(&engine, 1, &mut seen) {
         Event::Done { output, models, .. } => {
             let img = image::open(&output).unwrap();
             assert_eq!((img.width(), img.height()), (64, 64));

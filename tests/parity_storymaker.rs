@@ -132,8 +132,10 @@ fn clip_features_and_image_tokens_match_the_reference() {
     let crops = [rgb(fx("crop_0.png")), rgb(fx("crop_1.png"))];
     let faces = [rgb(fx("face_0.png")), rgb(fx("face_1.png"))];
     let e = max_rel_err(&adapter.clip_features(&[&crops[0], &crops[1]]).unwrap(), &io["clip_crop_hidden"]);
+    eprintln!("CLIP crop hidden[-2] rel err {e:.2e}");
     assert!(e < 1e-4, "CLIP crop hidden[-2] rel err {e}");
     let e = max_rel_err(&adapter.clip_features(&[&faces[0], &faces[1]]).unwrap(), &io["clip_face_hidden"]);
+    eprintln!("CLIP face hidden[-2] rel err {e:.2e}");
     assert!(e < 1e-4, "CLIP face hidden[-2] rel err {e}");
 
     // Image tokens of both branches from the full preprocessing (photos, masks, keypoints).
@@ -143,14 +145,17 @@ fn clip_features_and_image_tokens_match_the_reference() {
     let (n, k, c) = io["ppr2.cond"].dims3().unwrap();
     assert_eq!(tokens.cond.dims(), &[1, n * k, c], "60 tokens for two characters, background first");
     let e = max_rel_err(&tokens.cond, &io["ppr2.cond"].reshape((1, n * k, c)).unwrap());
+    eprintln!("cond tokens rel err {e:.2e}");
     assert!(e < 1e-4, "cond tokens rel err {e}");
     let e = max_rel_err(&tokens.uncond, &io["ppr2.uncond"].reshape((1, n * k, c)).unwrap());
+    eprintln!("uncond tokens rel err {e:.2e}");
     assert!(e < 1e-4, "uncond tokens rel err {e}");
 
     // ID only: E2 zeroed (maintainer's recipe), one character.
     let id_only = SlotCondition { id_only: true, ..SlotCondition::new(chars[0].clone()) };
     let t = adapter.image_tokens(&[id_only]).unwrap();
     let e = max_rel_err(&t.cond, &io["idonly.cond"].reshape((1, 40, c)).unwrap());
+    eprintln!("ID-only tokens rel err {e:.2e}");
     assert!(e < 1e-4, "ID-only tokens rel err {e}");
 
     // Interpolation: w = 0 is the first character, w = 1 the second one placed in slot 0.
@@ -184,6 +189,7 @@ fn single_processors_match_the_reference_lora_and_ip_processors() {
         scales.set(0.8, s_l);
         let got = attn1.forward(x, None).unwrap();
         let e = max_rel_err(&got, &io[&format!("proc.self.l{s_l:.1}")]);
+        eprintln!("self-attention s_l={s_l} rel err {e:.2e}");
         assert!(e < 1e-5, "self-attention s_l={s_l}: rel err {e}");
     }
     let mut attn2 =
@@ -196,6 +202,7 @@ fn single_processors_match_the_reference_lora_and_ip_processors() {
             scales.set(s_ip, s_l);
             let got = attn2.forward(x, Some(ctx)).unwrap();
             let e = max_rel_err(&got, &io[&format!("proc.cross.ip{s_ip:.1}.l{s_l:.1}")]);
+            eprintln!("cross-attention s_ip={s_ip} s_l={s_l} rel err {e:.2e}");
             assert!(e < 1e-5, "cross-attention s_ip={s_ip} s_l={s_l}: rel err {e}");
         }
     }
@@ -218,6 +225,7 @@ fn unet_step_with_the_adapter_matches_the_reference() {
         })
         .unwrap();
     let e = max_rel_err(&eps, &io["unet0.eps"]);
+    eprintln!("UNet eps with the adapter rel err {e:.2e}");
     assert!(e < 1e-4, "UNet eps with the adapter: rel err {e}");
 }
 
@@ -256,6 +264,7 @@ fn two_characters_three_cfg_steps_match_the_reference_pipeline() {
     let expected: Vec<f32> = io["timesteps"].to_vec1().unwrap();
     assert_eq!(timesteps.iter().map(|&t| t as f32).collect::<Vec<_>>(), expected);
     let e = max_rel_err(&latents, &io["e2e2.latents"]);
+    eprintln!("final latents rel err {e:.2e}");
     assert!(e < 1e-3, "final latents rel err {e}");
 }
 
@@ -278,11 +287,13 @@ fn clothing_swap_matches_the_reference_pipeline() {
     let emb = Arc::new(adapter.embed_character(&c).unwrap());
     let tokens = adapter.image_tokens(&[SlotCondition::new(emb)]).unwrap();
     let e = max_rel_err(&tokens.cond, &io["cloth.ppr_cond"].reshape((1, 40, 80)).unwrap());
+    eprintln!("cloth-swap tokens rel err {e:.2e}");
     assert!(e < 1e-4, "cloth-swap tokens rel err {e}");
     adapter.set_scales(0.8, 0.8);
     let cond = with_image_tokens(&text(&io), &tokens).unwrap();
     let (latents, _) = run_loop(&u, &io, &cond, 2);
     let e = max_rel_err(&latents, &io["cloth.latents"]);
+    eprintln!("cloth-swap latents rel err {e:.2e}");
     assert!(e < 1e-3, "cloth-swap latents rel err {e}");
 }
 

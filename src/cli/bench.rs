@@ -21,8 +21,11 @@ pub const HELP: &str = "storymaker bench unet [--size 1024] [--batch 2] [--dtype
   small --size (e.g. 256) and --dtype f32.";
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
+    if args.positional.first().map(String::as_str) == Some("face") {
+        return super::bench_face::run(args);
+    }
     if args.has("help") || args.positional.first().map(String::as_str) != Some("unet") {
-        println!("{HELP}");
+        println!("{HELP}\n\n{}", super::bench_face::HELP);
         return Ok(());
     }
     let device = super::parse_device(args.get_or("device", "auto"))?;

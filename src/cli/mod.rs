@@ -3,6 +3,7 @@
 pub mod adapter_check;
 pub mod args;
 pub mod bench;
+pub mod bench_face;
 pub mod tensor_check;
 
 use candle_core::{DType, Device};

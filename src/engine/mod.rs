@@ -194,10 +194,12 @@ impl Worker {
         if !job.cast.is_empty() {
             loaded.ensure_adapter(&job.models_dir, &mut |what| say(format!("Loading {what}…")))?;
             for c in &job.cast {
-                say(format!("Preparing {}…", c.name));
-                let character = loaded.embedding(c)?;
+                let (character, computed) = loaded.embedding(c)?;
+                if computed {
+                    say(format!("Prepared {} (face, crop, CLIP features)", c.name));
+                }
                 let blend = match &c.blend {
-                    Some((other, w)) => Some((loaded.embedding(other)?, *w)),
+                    Some((other, w)) => Some((loaded.embedding(other)?.0, *w)),
                     None => None,
                 };
                 slots.push(SlotCondition { character, id_only: c.id_only, blend });

@@ -117,8 +117,9 @@ impl Loaded {
         Ok(())
     }
 
-    /// The conditioning of one cast member, from the cache when its content is unchanged.
-    pub fn embedding(&mut self, c: &CharacterSnapshot) -> Result<Arc<CharacterEmbedding>, String> {
+    /// The conditioning of one cast member, from the cache when its content is unchanged
+    /// (`computed` is false then: prompt and seed changes never recompute it).
+    pub fn embedding(&mut self, c: &CharacterSnapshot) -> Result<(Arc<CharacterEmbedding>, bool), String> {
         let adapter = self.adapter.as_ref().ok_or("the StoryMaker adapter is not loaded")?;
         let photo_bytes = std::fs::read(&c.photo)
             .map_err(|e| format!("{}: cannot read the photo {}: {e}", c.name, c.photo.display()))?;
@@ -131,7 +132,7 @@ impl Loaded {
         };
         let key = content_key(c, &photo_bytes, cloth_bytes.as_deref());
         if let Some(e) = self.embeddings.get(&key) {
-            return Ok(e.clone());
+            return Ok((e.clone(), false));
         }
         let face = c.face.as_ref().ok_or_else(|| no_face(&c.name))?;
         let identity = face.identity.as_deref().ok_or_else(|| no_face(&c.name))?;
@@ -152,7 +153,7 @@ impl Loaded {
         let input = CharacterInput { photo: &photo, mask: &mask, identity, keypoints, cloth: cloth.as_ref() };
         let emb = Arc::new(adapter.embed_character(&input).map_err(|e| format!("{}: {e}", c.name))?);
         self.embeddings.insert(key, emb.clone());
-        Ok(emb)
+        Ok((emb, true))
     }
 }
 

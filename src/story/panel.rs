@@ -127,6 +127,28 @@ pub struct Panel {
     /// Style LoRAs for this panel only; `None` uses the story's (`ProjectSettings::style_loras`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub style_loras: Option<Vec<StyleLoraRef>>,
+    /// Where the dialogue's speech bubble goes on export; `None` places it automatically.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bubble: Option<BubblePlacement>,
+}
+
+/// A speech bubble's place on its panel, in fractions of the panel frame (0,0 top left, 1,1
+/// bottom right), so it stays put whatever the page layout. The exporter keeps the bubble inside
+/// the frame whatever the values (a project from elsewhere may hold anything).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BubblePlacement {
+    /// Centre of the bubble.
+    pub center: [f32; 2],
+    /// Tip of the tail (towards the speaker); a tip inside the bubble draws no tail.
+    pub tail: [f32; 2],
+    /// Widest the bubble may grow, as a fraction of the frame width.
+    pub width: f32,
+}
+
+impl Default for BubblePlacement {
+    fn default() -> Self {
+        BubblePlacement { center: [0.36, 0.2], tail: [0.46, 0.55], width: 0.62 }
+    }
 }
 
 /// An SDXL style LoRA from the models folder's `loras/` applied on top of the base model.
@@ -164,6 +186,7 @@ impl Panel {
             variants: Vec::new(),
             chosen: None,
             style_loras: None,
+            bubble: None,
         }
     }
 

@@ -81,6 +81,10 @@ pub struct StoryApp {
     /// What each submitted job was made from, so a finished image records the exact inputs
     /// even if the panel was edited while it ran.
     jobs: HashMap<JobId, crate::story::Panel>,
+    /// File → Export… (its settings, preview and running export).
+    pub(crate) export_dialog: super::export_dialog::ExportDialog,
+    /// Face analysis: per-photo results, tasks in flight, the loaded models (face_panel.rs).
+    pub(crate) faces: super::face_panel::FaceState,
 }
 
 impl StoryApp {
@@ -120,6 +124,8 @@ impl StoryApp {
             title_shown: String::new(),
             tokenizer: Arc::new(std::sync::OnceLock::new()),
             jobs: HashMap::new(),
+            export_dialog: Default::default(),
+            faces: Default::default(),
         };
         let cell = app.tokenizer.clone();
         let repaint = ctx.clone();
@@ -221,7 +227,7 @@ impl StoryApp {
     }
 
     pub fn is_busy(&self) -> bool {
-        self.saving || self.pending_imports > 0 || self.images.any_loading()
+        self.saving || self.pending_imports > 0 || self.images.any_loading() || self.faces.is_busy()
     }
 
     pub fn panel_status(&self, id: PanelId) -> Option<&PanelStatus> {
@@ -231,6 +237,14 @@ impl StoryApp {
     /// True once the background tokenizer load finished (successfully or not).
     pub fn tokenizer_ready(&self) -> bool {
         self.tokenizer.get().is_some()
+    }
+
+    pub fn export_dialog(&self) -> &super::export_dialog::ExportDialog {
+        &self.export_dialog
+    }
+
+    pub(crate) fn file_dialogs(&self) -> Arc<dyn FileDialog> {
+        self.dialogs.clone()
     }
 
     pub fn uses_gpu_overlay(&self) -> bool {
@@ -510,6 +524,13 @@ impl StoryApp {
         self.set_status(format!("Face data imported for {name} (Ctrl+Z to undo)"));
     }
 
+    /// Detects the faces of a character's photo off the UI thread (cached per photo); the character takes the
+    /// largest one when it has no face yet (reference spec §1.4). Needs insightface's buffalo_l in the models
+    /// folder; a missing model or a photo without a face is reported, never blocking.
+    pub fn analyze_faces(&mut self, character: CharacterId) {
+        super::face_panel::request_analysis(self, character, true);
+    }
+
     fn ask_folder(&mut self, purpose: FolderPurpose) {
         let dialogs = self.dialogs.clone();
         let title = match purpose {
@@ -580,6 +601,7 @@ impl StoryApp {
                 Err(e) => self.alert = Some(format!("Could not open the project (it was not changed): {e}")),
             },
             TaskResult::ImageLoaded { path, result } => self.images.insert(ctx, &path, result),
+            TaskResult::Exported { result } => super::export_dialog::finished(self, result),
             TaskResult::PhotosPicked(paths) => {
                 if !paths.is_empty() {
                     self.import_paths(paths);
@@ -587,6 +609,7 @@ impl StoryApp {
             }
             TaskResult::FolderPicked { purpose: FolderPurpose::Open, folder } => self.open_project(folder),
             TaskResult::FolderPicked { purpose: FolderPurpose::New, folder } => self.new_project(folder),
+            TaskResult::Faces(task) => super::face_panel::handle(self, task),
         }
     }
 
@@ -781,6 +804,7 @@ impl StoryApp {
                 Shortcut::NewPanel => self.add_panel(),
                 Shortcut::DuplicatePanel => self.duplicate_panel(),
                 Shortcut::Import => self.ask_photos_from_ui(),
+                Shortcut::Export => super::export_dialog::open(self),
                 Shortcut::Generate => {
                     if let Selection::Panel(id) = self.selection {
                         self.generate(id);
@@ -879,6 +903,9 @@ impl StoryApp {
                 }
                 if ui.button("Import photos…  (Ctrl+I)").clicked() {
                     self.ask_photos_from_ui();
+                }
+                if ui.button("Export…  (Ctrl+E)").clicked() {
+                    super::export_dialog::open(self);
                 }
             });
             ui.menu_button("Edit", |ui| {
@@ -979,6 +1006,7 @@ impl eframe::App for StoryApp {
                 });
             }
         });
+        super::export_dialog::show(self, &ctx);
         self.alert_window(&ctx);
         self.drop_hint(&ctx);
         self.update_title(&ctx);

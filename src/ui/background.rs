@@ -36,6 +36,12 @@ pub enum TaskResult {
         purpose: FolderPurpose,
         folder: PathBuf,
     },
+    /// A storyboard export finished (or failed, or was cancelled).
+    Exported {
+        result: Result<crate::export::ExportReport, crate::export::ExportError>,
+    },
+    /// Face detection of a photo, or an identity at hand-placed keypoints (src/ui/face_panel.rs).
+    Faces(super::face_panel::FaceTask),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

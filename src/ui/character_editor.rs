@@ -1,9 +1,10 @@
 //! The character editor: name, colour and notes; the crop rectangle with handles; the mask
-//! brush and eraser; the face box when known (reference spec §1.3–1.4 use all of these).
+//! brush and eraser; the face: detected faces to pick from, or the box and keypoints placed by
+//! hand with the Face tool (face_panel.rs) (reference spec §1.3–1.4 use all of these).
 //!
 //! Drags change the document live (so the canvas follows the pointer) and commit one undo
-//! step on release: `UpdateCharacter` for the crop, `MaskPatch` (only the touched rectangle)
-//! for a stroke.
+//! step on release: `UpdateCharacter` for the crop and a hand-placed face, `MaskPatch` (only the
+//! touched rectangle) for a stroke.
 
 use std::sync::Arc;
 
@@ -18,6 +19,8 @@ pub enum Tool {
     Crop,
     Brush,
     Erase,
+    /// Place the face box and the five keypoints by hand (face_panel.rs).
+    Face,
 }
 
 /// Part of the crop rectangle being dragged: corners 0..4 (TL, TR, BR, BL), edges 4..8
@@ -32,6 +35,7 @@ enum Grab {
 enum Drag {
     Crop { id: CharacterId, start: Box<Character>, grab: Grab, origin: [f32; 2] },
     Paint { id: CharacterId, snapshot: Arc<Mask>, last: [f32; 2], dirty: Option<PixelRect>, value: u8 },
+    Face { id: CharacterId, start: Box<Character>, grab: super::face_panel::FaceGrab },
 }
 
 pub struct CharacterEditor {
@@ -144,7 +148,7 @@ pub fn show(app: &mut StoryApp, ui: &mut egui::Ui, id: CharacterId) {
     let before = app.doc.characters[index].clone();
     let mut c = before.clone();
     let mut mask_action: Option<u8> = None;
-    let mut import_face = false;
+    let mut face_action = None;
     egui::Panel::right("character-props").resizable(true).default_size(260.0).show(ui, |ui| {
         ui.heading("Character");
         let l = ui.label("Name");
@@ -162,6 +166,8 @@ pub fn show(app: &mut StoryApp, ui: &mut egui::Ui, id: CharacterId) {
             ui.selectable_value(&mut ed.tool, Tool::Brush, "Brush (B)");
             ui.selectable_value(&mut ed.tool, Tool::Erase, "Eraser (E)");
             ui.selectable_value(&mut ed.tool, Tool::Crop, "Crop (C)");
+            ui.selectable_value(&mut ed.tool, Tool::Face, "Face (F)")
+                .on_hover_text("Drag a keypoint to move it, or draw a new face box");
         });
         let l = ui.label("Brush size");
         ui.add(egui::Slider::new(&mut app.editor.brush_radius, 1.0..=300.0).logarithmic(true).suffix(" px"))
@@ -191,39 +197,13 @@ pub fn show(app: &mut StoryApp, ui: &mut egui::Ui, id: CharacterId) {
             let pct = 100.0 * covered as f64 / (c.photo_size[0] as f64 * c.photo_size[1] as f64).max(1.0);
             ui.label(format!("Mask covers {pct:.0}% of the photo."));
         }
-        match &c.face {
-            Some(f) => {
-                let kps = if f.keypoints.is_some() { "with 5 keypoints" } else { "without keypoints" };
-                ui.label(format!("Face box {kps} ({:?}).", f.source));
-                if f.identity.is_none() {
-                    ui.colored_label(
-                        ui.visuals().warn_fg_color,
-                        "No face identity yet: import the face data to use this character in panels.",
-                    );
-                } else {
-                    ui.label("Face identity set (ArcFace, 512 values).");
-                }
-            }
-            None => {
-                ui.colored_label(
-                    ui.visuals().warn_fg_color,
-                    "No face set. Automatic face detection is not part of this version: import the \
-                     character's face data (identity + keypoints) to use it in panels.",
-                );
-            }
-        }
-        if ui
-            .button("Import face data…")
-            .on_hover_text("A .bin with {id: [1,512], kps: [5,2]} as made by insightface (StoryMaker's format)")
-            .clicked()
-        {
-            import_face = true;
-        }
+        ui.separator();
+        face_action = super::face_panel::section(app, ui, &c);
         ui.small(format!("Photo: {} ({}×{})", c.photo, c.photo_size[0], c.photo_size[1]));
     });
     egui::CentralPanel::default().show(ui, |ui| canvas(app, ui, id));
-    if import_face {
-        app.ask_face_data(id);
+    if let Some(action) = face_action {
+        super::face_panel::act(app, id, action);
     }
     if let Some(value) = mask_action {
         let rect = PixelRect { x: 0, y: 0, w: c.mask.width(), h: c.mask.height() };
@@ -264,6 +244,9 @@ fn tool_keys(app: &mut StoryApp, ui: &egui::Ui) {
         }
         if i.consume_key(egui::Modifiers::NONE, egui::Key::C) {
             app.editor.tool = Tool::Crop;
+        }
+        if i.consume_key(egui::Modifiers::NONE, egui::Key::F) {
+            app.editor.tool = Tool::Face;
         }
         if i.consume_key(egui::Modifiers::NONE, egui::Key::OpenBracket) {
             app.editor.brush_radius = (app.editor.brush_radius / 1.25).max(1.0);
@@ -324,6 +307,7 @@ fn canvas(app: &mut StoryApp, ui: &mut egui::Ui, id: CharacterId) {
             painter.rect_filled(egui::Rect::from_center_size(p, egui::vec2(8.0, 8.0)), 1.0, egui::Color32::WHITE);
         }
     }
+    super::face_panel::paint_candidates(app, &painter, c, |p| view.to_screen(p));
     if let Some(face) = &c.face {
         let [x1, y1, x2, y2] = face.bbox;
         let r = egui::Rect::from_min_max(view.to_screen([x1, y1]), view.to_screen([x2, y2]));
@@ -333,11 +317,12 @@ fn canvas(app: &mut StoryApp, ui: &mut egui::Ui, id: CharacterId) {
             egui::Stroke::new(2.0, egui::Color32::from_rgb(80, 220, 120)),
             egui::StrokeKind::Middle,
         );
+        let radius = if app.editor.tool == Tool::Face { 5.0 } else { 3.0 };
         for k in face.keypoints.iter().flatten() {
-            painter.circle_filled(view.to_screen(*k), 3.0, egui::Color32::from_rgb(80, 220, 120));
+            painter.circle_filled(view.to_screen(*k), radius, egui::Color32::from_rgb(80, 220, 120));
         }
     }
-    if app.editor.tool != Tool::Crop {
+    if matches!(app.editor.tool, Tool::Brush | Tool::Erase) {
         if let Some(p) = response.hover_pos() {
             painter.circle_stroke(
                 p,
@@ -360,6 +345,11 @@ fn handle_drag(app: &mut StoryApp, response: &egui::Response, view: View, id: Ch
                 Tool::Crop => {
                     Drag::Crop { id, start: Box::new(c.clone()), grab: hit(c.crop, p, 10.0 / view.scale), origin: p }
                 }
+                Tool::Face => Drag::Face {
+                    id,
+                    start: Box::new(c.clone()),
+                    grab: super::face_panel::grab(c.face.as_ref(), p, 10.0 / view.scale),
+                },
                 Tool::Brush | Tool::Erase => Drag::Paint {
                     id,
                     snapshot: c.mask.clone(),
@@ -388,6 +378,13 @@ fn handle_drag(app: &mut StoryApp, response: &egui::Response, view: View, id: Ch
             }
             *last = p;
         }
+        (Some(Drag::Face { id: did, start, grab }), Some(p)) if *did == id => {
+            let face = super::face_panel::dragged_face(start.face.as_ref(), *grab, p, start.photo_size);
+            if app.doc.characters[index].face != face {
+                app.doc.characters[index].face = face;
+                app.history.touch();
+            }
+        }
         _ => {}
     }
     if response.drag_stopped() || (app.editor.drag.is_some() && !response.dragged() && !response.drag_started()) {
@@ -406,6 +403,7 @@ fn finish_drag(app: &mut StoryApp) {
                 }
             }
         }
+        Some(Drag::Face { id, start, .. }) => super::face_panel::commit_manual(app, id, *start),
         Some(Drag::Paint { id, snapshot, dirty: Some(rect), .. }) => {
             if let Some(c) = app.doc.character(id) {
                 let edit = Edit::MaskPatch { id, rect, before: snapshot.extract(rect), after: c.mask.extract(rect) };

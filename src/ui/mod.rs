@@ -5,6 +5,8 @@ pub mod app;
 mod background;
 mod character_editor;
 mod characters;
+pub mod export_dialog;
+mod face_panel;
 pub mod file_dialog;
 mod images;
 pub mod overlay;

@@ -11,6 +11,7 @@ pub const REDO_ALT: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND,
 pub const NEW_PANEL: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::N);
 pub const DUPLICATE_PANEL: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::D);
 pub const IMPORT: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::I);
+pub const EXPORT: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::E);
 pub const GENERATE: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::Enter);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +23,7 @@ pub enum Shortcut {
     NewPanel,
     DuplicatePanel,
     Import,
+    Export,
     Generate,
     /// Delete/Backspace with no text field focused.
     Delete,
@@ -49,6 +51,7 @@ pub fn take(ctx: &egui::Context) -> Vec<Shortcut> {
         take(&NEW_PANEL, Shortcut::NewPanel);
         take(&DUPLICATE_PANEL, Shortcut::DuplicatePanel);
         take(&IMPORT, Shortcut::Import);
+        take(&EXPORT, Shortcut::Export);
         take(&GENERATE, Shortcut::Generate);
         if !text_focused {
             if i.consume_key(Modifiers::NONE, Key::Delete) || i.consume_key(Modifiers::NONE, Key::Backspace) {
@@ -74,6 +77,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("Ctrl+N", "New panel"),
     ("Ctrl+D", "Duplicate panel"),
     ("Ctrl+I", "Import photo"),
+    ("Ctrl+E", "Export the storyboard (PDF / PNG)"),
     ("Ctrl+Enter", "Generate the selected panel"),
     ("Delete", "Delete the selected panel or character"),
     ("← / →", "Previous / next panel"),

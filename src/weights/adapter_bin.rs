@@ -26,7 +26,7 @@ pub struct AdapterWeights {
 }
 
 fn bad(path: &Path, detail: impl std::fmt::Display) -> WeightsError {
-    WeightsError::BadCheckpoint { path: path.display().to_string(), detail: detail.to_string() }
+    WeightsError::BadAdapter { path: path.display().to_string(), detail: detail.to_string() }
 }
 
 fn not_an_adapter(path: &Path, missing: &[&str], found: &[String]) -> WeightsError {

@@ -50,6 +50,8 @@ pub enum WeightsError {
     IncompleteDiffusers { dir: String, missing: Vec<String> },
     #[error("{path} is not a usable SDXL checkpoint: {detail}")]
     BadCheckpoint { path: String, detail: String },
+    #[error("{path} is not a usable StoryMaker adapter: {detail}")]
+    BadAdapter { path: String, detail: String },
 }
 
 /// Looks for SDXL under `<models_dir>/sdxl/`.

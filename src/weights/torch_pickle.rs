@@ -16,7 +16,8 @@
 //!   the shape's element count, and `storage_offset + sum((size_i - 1) * stride_i)` must lie
 //!   inside its storage; the storage's declared size (elements x element size) must equal the
 //!   size of its zip entry in the central directory, which must be stored uncompressed and no
-//!   larger than the file itself;
+//!   larger than the file itself; the distinct storages read may not add up to more than the
+//!   file (zip records that overlap would otherwise hand out the same bytes many times);
 //! * non-contiguous tensors (a transposed or expanded view) are copied into contiguous order,
 //!   and all such copies together may not exceed the file's size (an expanded view could
 //!   otherwise claim terabytes out of one element).

@@ -1,0 +1,112 @@
+//! The export dialog driven headless through egui_kittest: Ctrl+E opens it, page 1 is previewed,
+//! Export writes the PDF off the UI thread, a read-only folder is reported, bubble placement is
+//! an undoable edit.
+
+mod export_support;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use egui::{Key, Modifiers};
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use storymaker::app_dirs::AppPaths;
+use storymaker::ui::{AppEnv, NoDialogs, StoryApp};
+
+fn harness(home: &Path, open: Option<PathBuf>) -> Harness<'static, StoryApp> {
+    let paths = AppPaths::under(home);
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1400.0, 900.0))
+        .with_max_steps(16)
+        .build_eframe(move |cc| StoryApp::new(cc, AppEnv { paths, dialogs: Arc::new(NoDialogs), open }));
+    step_until(&mut h, "the photos to load", |a| !a.is_busy());
+    h
+}
+
+fn step_until(h: &mut Harness<'static, StoryApp>, what: &str, done: impl Fn(&StoryApp) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done(h.state()) {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    h.run();
+}
+
+/// Opens the dialog with Ctrl+E and waits for the preview of page 1.
+fn open_dialog(h: &mut Harness<'static, StoryApp>) {
+    h.key_press_modifiers(Modifiers::COMMAND, Key::E);
+    h.run();
+    assert!(h.state().export_dialog().is_open());
+    step_until(h, "the preview of page 1", |a| a.export_dialog().preview_ready());
+    h.get_by_label("Page 1 preview");
+}
+
+#[test]
+fn ctrl_e_previews_and_exports_the_story_as_pdf() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("story");
+    export_support::sample_with_images(&dir);
+    let mut h = harness(home.path(), Some(dir.clone()));
+    h.run();
+    open_dialog(&mut h);
+    h.get_by_label("Export").click();
+    h.run();
+    step_until(&mut h, "the export", |a| !a.export_dialog().is_running());
+    let status = h.state().status().clone();
+    assert!(!status.error && status.text.starts_with("Exported 4 panel(s)"), "{status:?}");
+    let pdf = dir.join("exports/The-Astronaut-and-the-Cameraman.pdf");
+    let info = export_support::poppler("pdfinfo", &[pdf.to_str().unwrap()]);
+    assert!(info.contains("Pages:           1"), "{info}");
+    let text = export_support::poppler("pdftotext", &[pdf.to_str().unwrap(), "-"]);
+    assert!(text.contains("Launch day.") && text.contains("Not generated yet"), "{text}");
+}
+
+#[test]
+fn a_read_only_folder_is_reported_in_the_dialog() {
+    let home = tempfile::tempdir().unwrap();
+    let ro = export_support::ReadOnlyDir::new();
+    let before = export_support::listing(&ro.path);
+    let mut h = harness(home.path(), None);
+    h.run();
+    open_dialog(&mut h);
+    h.get_by_label("Folder").focus();
+    h.run();
+    h.key_press_modifiers(Modifiers::COMMAND, Key::A);
+    h.run();
+    h.get_by_label("Folder").type_text(ro.path.to_str().unwrap());
+    h.run();
+    h.get_by_label("Export").click();
+    h.run();
+    step_until(&mut h, "the failed export", |a| !a.export_dialog().is_running());
+    let status = h.state().status().clone();
+    assert!(status.error && status.text.contains("could not write"), "{status:?}");
+    h.get_by_label_contains("Nothing was written");
+    assert_eq!(export_support::listing(&ro.path), before);
+}
+
+#[test]
+fn bubble_placement_is_an_undoable_edit() {
+    let home = tempfile::tempdir().unwrap();
+    let mut h = harness(home.path(), None);
+    h.run();
+    open_dialog(&mut h);
+    assert_eq!(h.state().project().panels[0].bubble, None);
+    let slider = h.get_by_label("Bubble across");
+    slider.focus();
+    h.run();
+    for _ in 0..5 {
+        h.key_press(Key::ArrowRight);
+        h.run();
+    }
+    let placed = h.state().project().panels[0].bubble.expect("the bubble was placed by hand");
+    let default = storymaker::story::panel::BubblePlacement::default();
+    assert!(placed.center[0] > default.center[0], "{placed:?}");
+    assert_eq!(placed.tail, default.tail);
+    // The preview follows the document.
+    step_until(&mut h, "the new preview", |a| a.export_dialog().preview_ready());
+    h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    h.run();
+    assert_eq!(h.state().project().panels[0].bubble, None, "one undo step restores automatic placement");
+}
