@@ -26,9 +26,13 @@ impl egui::DroppedFile for TestFile {
 }
 
 fn harness(home: &Path, open: Option<PathBuf>) -> Harness<'static, StoryApp> {
+    harness_sized(home, open, egui::vec2(1280.0, 800.0))
+}
+
+fn harness_sized(home: &Path, open: Option<PathBuf>, size: egui::Vec2) -> Harness<'static, StoryApp> {
     let paths = AppPaths::under(home);
     let mut h = Harness::builder()
-        .with_size(egui::vec2(1280.0, 800.0))
+        .with_size(size)
         // New thumbnails and scroll areas settle over a few frames after background work lands.
         .with_max_steps(16)
         .build_eframe(move |cc| StoryApp::new(cc, AppEnv { paths, dialogs: Arc::new(NoDialogs), open }));
@@ -432,6 +436,61 @@ fn cast_slot_modes_are_edited_and_undone() {
     h.get_by_label("Eileen: face only").click();
     h.run();
     assert!(h.state().project().panels[0].cast[0].id_only, "ID-only mode set");
+    undo(&mut h);
+    assert_eq!(h.state().project().panels[0], before);
+}
+
+#[test]
+fn pose_editor_applies_presets_drags_joints_mirrors_and_undoes() {
+    let home = tempfile::tempdir().unwrap();
+    // Tall enough that the pose canvas is on screen without scrolling.
+    let mut h = harness_sized(home.path(), None, egui::vec2(1280.0, 1800.0));
+    h.run();
+    h.get_by_label("Panel 1").click();
+    h.run();
+    let before = h.state().project().panels[0].clone();
+    assert!(before.cast[0].pose.is_none());
+    let pose = |h: &Harness<'static, StoryApp>| h.state().project().panels[0].cast[0].pose.clone();
+
+    // Apply a preset from the menu.
+    h.get_by_label("Pose preset").click();
+    h.run();
+    h.get_by_label("Waving").click();
+    h.run();
+    let waving = storymaker::pose::presets::builtin_presets().into_iter().find(|p| p.name == "Waving").unwrap();
+    assert_eq!(pose(&h), waving.skeletons().into_iter().next(), "the preset is applied to the slot");
+
+    // Drag the nose joint.
+    let canvas = h.get_by_label("Pose canvas").rect();
+    let nose = pose(&h).unwrap().keypoints[0].unwrap();
+    let start = canvas.min + egui::vec2(nose[0] * canvas.width(), nose[1] * canvas.height());
+    let end = start + egui::vec2(30.0, 15.0);
+    h.hover_at(start);
+    h.run();
+    h.drag_at(start);
+    h.run();
+    for t in [0.3, 0.6, 1.0] {
+        h.hover_at(start + (end - start) * t);
+        h.run();
+    }
+    h.drop_at(end);
+    h.run();
+    let dragged = pose(&h).unwrap();
+    let moved = dragged.keypoints[0].unwrap();
+    let want = [nose[0] + 30.0 / canvas.width(), nose[1] + 15.0 / canvas.height()];
+    assert!((moved[0] - want[0]).abs() < 0.01 && (moved[1] - want[1]).abs() < 0.01, "{moved:?} vs {want:?}");
+    assert_eq!(dragged.keypoints[1], waving.skeletons()[0].keypoints[1], "only the nose moved");
+
+    // Mirror.
+    h.get_by_label("Mirror").click();
+    h.run();
+    assert_eq!(pose(&h), Some(dragged.clone().mirrored()));
+
+    // Each action is one undo step.
+    undo(&mut h);
+    assert_eq!(pose(&h), Some(dragged));
+    undo(&mut h);
+    assert_eq!(pose(&h), waving.skeletons().into_iter().next());
     undo(&mut h);
     assert_eq!(h.state().project().panels[0], before);
 }

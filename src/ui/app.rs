@@ -75,6 +75,7 @@ pub struct StoryApp {
     reserved_id: u64,
     last_autosave: Instant,
     pub(crate) editor: CharacterEditor,
+    pub(crate) pose: super::pose_editor::PoseEditor,
     title_shown: String,
     /// The CLIP tokenizer for prompt-length warnings, loaded once in the background.
     pub(crate) tokenizer: Arc<std::sync::OnceLock<Option<crate::models::tokenizer::ClipTokenizer>>>,
@@ -121,6 +122,7 @@ impl StoryApp {
             reserved_id: 0,
             last_autosave: Instant::now(),
             editor: CharacterEditor::default(),
+            pose: Default::default(),
             title_shown: String::new(),
             tokenizer: Arc::new(std::sync::OnceLock::new()),
             jobs: HashMap::new(),
@@ -349,6 +351,11 @@ impl StoryApp {
         if from != to && from < self.doc.panels.len() && to < self.doc.panels.len() {
             self.edit(Edit::MovePanel { from, to });
         }
+    }
+
+    /// Where the artist's own pose presets are saved.
+    pub fn pose_presets_dir(&self) -> PathBuf {
+        self.paths.data_dir.join("poses")
     }
 
     /// The models folder in use (settings, else the platform default).

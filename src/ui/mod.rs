@@ -11,6 +11,7 @@ pub mod file_dialog;
 mod images;
 pub mod overlay;
 mod panel_editor;
+mod pose_editor;
 mod shortcuts;
 mod timeline;
 

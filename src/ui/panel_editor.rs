@@ -44,6 +44,7 @@ pub fn show(app: &mut StoryApp, ui: &mut egui::Ui, id: PanelId) {
     let mut story_loras = app.doc.settings.style_loras.clone();
     let mut generate = false;
     let mut cancel = false;
+    let mut posed = false;
     ui.heading(format!("Panel {} of {}", index + 1, app.doc.panels.len()));
     // Generate / cancel / progress stay visible above the scrolling settings.
     ui.horizontal(|ui| {
@@ -69,78 +70,89 @@ pub fn show(app: &mut StoryApp, ui: &mut egui::Ui, id: PanelId) {
         ui.colored_label(ui.visuals().error_fg_color, format!("Generation failed: {reason}"));
     }
     ui.separator();
-    egui::ScrollArea::vertical().show(ui, |ui| {
-        labelled_text(ui, "Prompt", &mut p.prompt, true, "What happens in this panel");
-        token_budget(app, ui, &p.prompt);
-        labelled_text(ui, "Negative prompt", &mut p.negative_prompt, false, "What to avoid");
-        token_budget(app, ui, &p.negative_prompt);
-        ui.separator();
-        cast_editor(app, ui, &mut p);
-        ui.separator();
-        ui.horizontal(|ui| {
-            let mut locked = matches!(p.seed, SeedChoice::Fixed(_));
-            if ui.checkbox(&mut locked, "Lock seed").on_hover_text("A locked seed regenerates the same image").changed()
-            {
-                p.seed = if locked {
-                    SeedChoice::Fixed(before.chosen_variant().map_or(0, |v| v.seed))
-                } else {
-                    SeedChoice::Random
-                };
-            }
-            if let SeedChoice::Fixed(ref mut s) = p.seed {
-                let l = ui.label("Seed");
-                ui.add(egui::DragValue::new(s)).labelled_by(l.id);
-            } else {
-                ui.label("a new seed every time");
-            }
-        });
-        egui::Grid::new("gen-params").num_columns(2).show(ui, |ui| {
-            let l = ui.label("Size");
+    // No drag-to-scroll: drags belong to the pose canvas and sliders.
+    egui::ScrollArea::vertical()
+        .scroll_source(egui::scroll_area::ScrollSource {
+            scroll_bar: true,
+            mouse_wheel: true,
+            ..egui::scroll_area::ScrollSource::NONE
+        })
+        .show(ui, |ui| {
+            labelled_text(ui, "Prompt", &mut p.prompt, true, "What happens in this panel");
+            token_budget(app, ui, &p.prompt);
+            labelled_text(ui, "Negative prompt", &mut p.negative_prompt, false, "What to avoid");
+            token_budget(app, ui, &p.negative_prompt);
+            ui.separator();
+            cast_editor(app, ui, &mut p);
+            posed |= super::pose_editor::show(app, ui, &mut p);
+            ui.separator();
             ui.horizontal(|ui| {
-                ui.add(egui::DragValue::new(&mut p.params.width).range(256..=2048).speed(8.0).suffix(" w"))
-                    .labelled_by(l.id);
-                ui.add(egui::DragValue::new(&mut p.params.height).range(256..=2048).speed(8.0).suffix(" h"))
-                    .labelled_by(l.id);
-                egui::ComboBox::from_label("Size preset").selected_text("choose").show_ui(ui, |ui| {
-                    for (w, h) in SIZE_PRESETS {
-                        if ui
-                            .selectable_label(p.params.width == w && p.params.height == h, format!("{w} × {h}"))
-                            .clicked()
-                        {
-                            p.params.width = w;
-                            p.params.height = h;
-                        }
-                    }
-                });
+                let mut locked = matches!(p.seed, SeedChoice::Fixed(_));
+                if ui
+                    .checkbox(&mut locked, "Lock seed")
+                    .on_hover_text("A locked seed regenerates the same image")
+                    .changed()
+                {
+                    p.seed = if locked {
+                        SeedChoice::Fixed(before.chosen_variant().map_or(0, |v| v.seed))
+                    } else {
+                        SeedChoice::Random
+                    };
+                }
+                if let SeedChoice::Fixed(ref mut s) = p.seed {
+                    let l = ui.label("Seed");
+                    ui.add(egui::DragValue::new(s)).labelled_by(l.id);
+                } else {
+                    ui.label("a new seed every time");
+                }
             });
-            ui.end_row();
-            let l = ui.label("Steps");
-            ui.add(egui::Slider::new(&mut p.params.steps, 1..=100)).labelled_by(l.id);
-            ui.end_row();
-            let l = ui.label("Guidance");
-            ui.add(egui::Slider::new(&mut p.params.guidance, 1.0..=15.0).step_by(0.5))
-                .labelled_by(l.id)
-                .on_hover_text("1 = no classifier-free guidance: twice as fast, follows the prompt less");
-            ui.end_row();
-            let l = ui.label("Character strength (IP scale)");
-            ui.add(egui::Slider::new(&mut p.params.ip_scale, 0.0..=1.5).step_by(0.05)).labelled_by(l.id);
-            ui.end_row();
-            let l = ui.label("LoRA scale");
-            ui.add(egui::Slider::new(&mut p.params.lora_scale, 0.0..=1.5).step_by(0.05)).labelled_by(l.id);
-            ui.end_row();
+            egui::Grid::new("gen-params").num_columns(2).show(ui, |ui| {
+                let l = ui.label("Size");
+                ui.horizontal(|ui| {
+                    ui.add(egui::DragValue::new(&mut p.params.width).range(256..=2048).speed(8.0).suffix(" w"))
+                        .labelled_by(l.id);
+                    ui.add(egui::DragValue::new(&mut p.params.height).range(256..=2048).speed(8.0).suffix(" h"))
+                        .labelled_by(l.id);
+                    egui::ComboBox::from_label("Size preset").selected_text("choose").show_ui(ui, |ui| {
+                        for (w, h) in SIZE_PRESETS {
+                            if ui
+                                .selectable_label(p.params.width == w && p.params.height == h, format!("{w} × {h}"))
+                                .clicked()
+                            {
+                                p.params.width = w;
+                                p.params.height = h;
+                            }
+                        }
+                    });
+                });
+                ui.end_row();
+                let l = ui.label("Steps");
+                ui.add(egui::Slider::new(&mut p.params.steps, 1..=100)).labelled_by(l.id);
+                ui.end_row();
+                let l = ui.label("Guidance");
+                ui.add(egui::Slider::new(&mut p.params.guidance, 1.0..=15.0).step_by(0.5))
+                    .labelled_by(l.id)
+                    .on_hover_text("1 = no classifier-free guidance: twice as fast, follows the prompt less");
+                ui.end_row();
+                let l = ui.label("Character strength (IP scale)");
+                ui.add(egui::Slider::new(&mut p.params.ip_scale, 0.0..=1.5).step_by(0.05)).labelled_by(l.id);
+                ui.end_row();
+                let l = ui.label("LoRA scale");
+                ui.add(egui::Slider::new(&mut p.params.lora_scale, 0.0..=1.5).step_by(0.05)).labelled_by(l.id);
+                ui.end_row();
+            });
+            if p.params.guidance <= 1.0 {
+                ui.small(
+                    "Guidance 1: one model pass per step, no negative prompt (the reference pipeline cannot run this).",
+                );
+            }
+            style_loras(app, ui, &mut p, &mut story_loras);
+            ui.separator();
+            labelled_text(ui, "Caption", &mut p.caption, false, "Printed under the panel");
+            labelled_text(ui, "Dialogue", &mut p.dialogue, true, "Shown in a speech bubble");
+            ui.separator();
+            variants(app, ui, &mut p);
         });
-        if p.params.guidance <= 1.0 {
-            ui.small(
-                "Guidance 1: one model pass per step, no negative prompt (the reference pipeline cannot run this).",
-            );
-        }
-        style_loras(app, ui, &mut p, &mut story_loras);
-        ui.separator();
-        labelled_text(ui, "Caption", &mut p.caption, false, "Printed under the panel");
-        labelled_text(ui, "Dialogue", &mut p.dialogue, true, "Shown in a speech bubble");
-        ui.separator();
-        variants(app, ui, &mut p);
-    });
     p.params = p.params.clone().sanitized();
     if story_loras != app.doc.settings.style_loras {
         let before = app.doc.settings.clone();
@@ -148,7 +160,12 @@ pub fn show(app: &mut StoryApp, ui: &mut egui::Ui, id: PanelId) {
         app.edit_merging(Edit::Settings { before, after }, Some("settings:style-loras".into()));
     }
     if p != before {
-        let key = format!("panel:{}:{}", id.0, changed_field(&before, &p));
+        let key = if posed {
+            // Each pose action is one undo step; the frames of one drag merge.
+            format!("panel:{}:pose:{}", id.0, app.pose.serial)
+        } else {
+            format!("panel:{}:{}", id.0, changed_field(&before, &p))
+        };
         app.edit_merging(Edit::UpdatePanel { before: Box::new(before), after: Box::new(p) }, Some(key));
     }
     if generate {
