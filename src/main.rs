@@ -15,6 +15,8 @@ const USAGE: &str = "StoryMaker Studio — illustrated stories with consistent c
 Usage:
   storymaker [PROJECT_FOLDER]   open the editor (the sample story on first run)
   storymaker bench unet ...     time the SDXL UNet (see `storymaker bench --help`)
+  storymaker render PROJECT --out DIR [--panels 1,3] [--variants N] [--models DIR]
+                                generate panels without the editor (see --help)
   storymaker tensor-check COMPONENT --weights W --inputs IN --out OUT
                                 run one model component on given tensors (see --help)
   storymaker --help | --version
@@ -26,6 +28,7 @@ fn subcommand(args: &[String]) -> Option<std::process::ExitCode> {
     let run: fn(&storymaker::cli::args::Args) -> anyhow::Result<()> = match name.as_str() {
         "bench" => storymaker::cli::bench::run,
         "tensor-check" => storymaker::cli::tensor_check::run,
+        "render" => storymaker::cli::render::run,
         _ => return None,
     };
     let result = storymaker::cli::args::Args::parse(rest).and_then(|a| run(&a));

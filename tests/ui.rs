@@ -494,3 +494,19 @@ fn pose_editor_applies_presets_drags_joints_mirrors_and_undoes() {
     undo(&mut h);
     assert_eq!(h.state().project().panels[0], before);
 }
+
+#[test]
+fn the_models_window_lists_what_is_missing_and_where_it_goes() {
+    let home = tempfile::tempdir().unwrap();
+    let mut h = harness(home.path(), None);
+    h.run();
+    h.get_by_label("Story").click();
+    h.run();
+    h.get_by_label("Models…").click();
+    h.run();
+    let list = h.state().model_statuses().expect("checked when the window opens").to_vec();
+    let sdxl = list.iter().find(|m| m.name == "SDXL base model").unwrap();
+    assert!(sdxl.found.as_ref().unwrap_err().contains("no SDXL model found"), "{:?}", sdxl.found);
+    assert!(list.iter().any(|m| m.licence.contains("non-commercial")), "buffalo_l's licence is shown");
+    h.get_by_label("Models");
+}

@@ -4,6 +4,8 @@ pub mod adapter_check;
 pub mod args;
 pub mod bench;
 pub mod bench_face;
+pub mod controlnet_check;
+pub mod render;
 pub mod tensor_check;
 
 use candle_core::{DType, Device};

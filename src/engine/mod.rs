@@ -4,6 +4,7 @@
 //! A job with a cast runs StoryMaker (`pipeline::generate_story`: SDXL + the character adapter);
 //! a job without one runs plain SDXL with the adapter neutralised.
 
+pub mod build;
 pub mod job;
 pub mod models;
 

@@ -13,9 +13,9 @@ use super::images::ImageCache;
 use super::overlay::MaskOverlay;
 use super::shortcuts::{self, Shortcut};
 use crate::app_dirs::{AppPaths, AppSettings};
-use crate::engine::{CharacterSnapshot, Engine, Event, Job, JobId};
+use crate::engine::{Engine, Event, JobId};
 use crate::story::import::import_photo;
-use crate::story::persist::{save_project, unique_asset};
+use crate::story::persist::save_project;
 use crate::story::sample::write_sample_story;
 use crate::story::{load_project, CharacterId, Edit, History, PanelId, Project, SeedChoice};
 
@@ -76,6 +76,9 @@ pub struct StoryApp {
     last_autosave: Instant,
     pub(crate) editor: CharacterEditor,
     pub(crate) pose: super::pose_editor::PoseEditor,
+    pub(crate) models_view: super::models_view::ModelsView,
+    /// Images per Generate press (consecutive seeds).
+    pub(crate) variants_per_run: usize,
     title_shown: String,
     /// The CLIP tokenizer for prompt-length warnings, loaded once in the background.
     pub(crate) tokenizer: Arc<std::sync::OnceLock<Option<crate::models::tokenizer::ClipTokenizer>>>,
@@ -123,6 +126,8 @@ impl StoryApp {
             last_autosave: Instant::now(),
             editor: CharacterEditor::default(),
             pose: Default::default(),
+            models_view: Default::default(),
+            variants_per_run: 1,
             title_shown: String::new(),
             tokenizer: Arc::new(std::sync::OnceLock::new()),
             jobs: HashMap::new(),
@@ -353,6 +358,25 @@ impl StoryApp {
         }
     }
 
+    /// The last "Models" window check (`None` until it was opened).
+    pub fn model_statuses(&self) -> Option<&[crate::weights::check::ModelStatus]> {
+        self.models_view.statuses()
+    }
+
+    /// Asks for another models folder (the Models window's "Choose folder…").
+    pub(crate) fn ask_models_folder(&mut self) {
+        self.ask_folder(FolderPurpose::Models);
+    }
+
+    /// Uses `folder` as the models folder from now on (saved in the settings; the engine reloads
+    /// on the next job).
+    pub fn set_models_dir(&mut self, folder: PathBuf) {
+        self.settings.models_dir = Some(folder.clone());
+        self.persist_settings();
+        self.models_view.open();
+        self.set_status(format!("Models folder: {}", folder.display()));
+    }
+
     /// Where the artist's own pose presets are saved.
     pub fn pose_presets_dir(&self) -> PathBuf {
         self.paths.data_dir.join("poses")
@@ -538,11 +562,12 @@ impl StoryApp {
         super::face_panel::request_analysis(self, character, true);
     }
 
-    fn ask_folder(&mut self, purpose: FolderPurpose) {
+    pub(crate) fn ask_folder(&mut self, purpose: FolderPurpose) {
         let dialogs = self.dialogs.clone();
         let title = match purpose {
             FolderPurpose::Open => "Open a StoryMaker project folder",
             FolderPurpose::New => "Choose a folder for the new project",
+            FolderPurpose::Models => "Choose the models folder",
         };
         let started = self.inbox.spawn("dialog", move || match dialogs.pick_folder(title) {
             Some(folder) => TaskResult::FolderPicked { purpose, folder },
@@ -616,6 +641,7 @@ impl StoryApp {
             }
             TaskResult::FolderPicked { purpose: FolderPurpose::Open, folder } => self.open_project(folder),
             TaskResult::FolderPicked { purpose: FolderPurpose::New, folder } => self.new_project(folder),
+            TaskResult::FolderPicked { purpose: FolderPurpose::Models, folder } => self.set_models_dir(folder),
             TaskResult::Faces(task) => super::face_panel::handle(self, task),
         }
     }
@@ -636,85 +662,57 @@ impl StoryApp {
 
     /// Snapshots the panel into a job and sends it to the engine.
     pub fn generate(&mut self, id: PanelId) {
+        self.generate_variants(id, 1);
+    }
+
+    /// Queues `n` images of the panel with consecutive seeds (from the locked seed, or a fresh
+    /// random one).
+    pub fn generate_variants(&mut self, id: PanelId, n: usize) {
         let Some(panel) = self.doc.panel(id).cloned() else { return };
         if self.engine.is_none() {
             self.panel_status.insert(id, PanelStatus::Failed("the generation worker is not running".into()));
             return;
         }
-        if panel.prompt.trim().is_empty() {
-            self.panel_status.insert(id, PanelStatus::Failed("write a prompt first".into()));
-            return;
-        }
-        let snapshot = |c: &crate::story::Character, slot: Option<&crate::story::CastSlot>| CharacterSnapshot {
-            id: c.id,
-            name: c.name.clone(),
-            photo: c.photo.join(&self.root),
-            crop: c.crop,
-            mask: c.mask.clone(),
-            face: c.face.clone(),
-            pose: slot.and_then(|s| s.pose.clone()),
-            id_only: slot.is_some_and(|s| s.id_only),
-            cloth: slot.and_then(|s| s.cloth.as_ref()).map(|p| p.join(&self.root)),
-            blend: None,
-        };
-        let mut cast = Vec::new();
-        for slot in &panel.cast {
-            let Some(c) = self.doc.character(slot.character) else {
-                self.panel_status.insert(id, PanelStatus::Failed("a cast member no longer exists".into()));
-                return;
-            };
-            let mut snap = snapshot(c, Some(slot));
-            if let Some(b) = slot.blend {
-                match self.doc.character(b.with) {
-                    Some(other) => snap.blend = Some((Box::new(snapshot(other, None)), b.weight)),
-                    None => {
-                        self.panel_status
-                            .insert(id, PanelStatus::Failed("the blended character no longer exists".into()));
-                        return;
-                    }
-                }
-            }
-            cast.push(snap);
-        }
-        let seed = match panel.seed {
+        let first = match panel.seed {
             SeedChoice::Fixed(s) => s,
             SeedChoice::Random => self.random_seed(),
         };
-        let output = match unique_asset(&self.root, "images", &format!("panel-{}-{seed}", id.0), "png") {
-            Ok(p) => p.join(&self.root),
-            Err(e) => {
-                self.panel_status.insert(id, PanelStatus::Failed(e.to_string()));
-                return;
-            }
-        };
-        let job = Job {
-            id: JobId(self.next_job),
-            panel: id,
-            prompt: panel.prompt.clone(),
-            negative_prompt: panel.negative_prompt.clone(),
-            seed,
-            params: panel.params.clone(),
-            cast,
-            models_dir: self.settings.models_dir(&self.paths),
-            style_loras: panel
-                .style_loras
-                .as_ref()
-                .unwrap_or(&self.doc.settings.style_loras)
-                .iter()
-                .map(|l| (l.file.clone(), l.weight))
-                .collect(),
-            output,
-        };
-        self.next_job += 1;
-        self.panel_status.insert(id, PanelStatus::Queued(job.id));
-        let job_id = job.id;
-        self.jobs.insert(job_id, panel.clone());
-        if let Some(engine) = &self.engine {
-            engine.submit(job);
-            if self.selection == Selection::Panel(id) {
-                engine.prioritize(job_id);
+        let models_dir = self.settings.models_dir(&self.paths);
+        for seed in crate::engine::build::consecutive_seeds(first, n.max(1)) {
+            let job_id = JobId(self.next_job);
+            let job = match crate::engine::build::job_for_panel(
+                &self.doc,
+                &self.root,
+                id,
+                seed,
+                job_id,
+                models_dir.clone(),
+            ) {
+                Ok(j) => j,
+                Err(reason) => {
+                    self.panel_status.insert(id, PanelStatus::Failed(reason));
+                    return;
+                }
+            };
+            self.next_job += 1;
+            self.panel_status.insert(id, PanelStatus::Queued(job_id));
+            self.jobs.insert(job_id, panel.clone());
+            if let Some(engine) = &self.engine {
+                engine.submit(job);
+                if self.selection == Selection::Panel(id) {
+                    engine.prioritize(job_id);
+                }
             }
         }
+    }
+
+    /// Queues every panel that has a prompt, in timeline order (the selected one first).
+    pub fn generate_all(&mut self) {
+        let ids: Vec<PanelId> = self.doc.panels.iter().filter(|p| !p.prompt.trim().is_empty()).map(|p| p.id).collect();
+        for id in &ids {
+            self.generate(*id);
+        }
+        self.set_status(format!("Queued {} panels", ids.len()));
     }
 
     pub fn cancel(&mut self, id: PanelId) {
@@ -776,24 +774,17 @@ impl StoryApp {
             );
             return;
         };
-        let rel = output.strip_prefix(&self.root).ok().and_then(|p| p.to_str()).map(|s| s.replace('\\', "/"));
-        let Some(image) = rel.and_then(|r| crate::story::AssetPath::new(&r).ok()) else {
-            self.set_error(format!("The generated image {} is outside the project folder", output.display()));
-            return;
-        };
         let before = self.doc.panels[i].clone();
         let src = made_from.unwrap_or_else(|| before.clone());
+        let variant = match crate::engine::build::variant_for(&self.root, &src, output, seed, models, scheduler) {
+            Ok(v) => v,
+            Err(e) => {
+                self.set_error(e);
+                return;
+            }
+        };
         let mut after = before.clone();
-        after.variants.push(crate::story::Variant {
-            image,
-            prompt: src.prompt,
-            negative_prompt: src.negative_prompt,
-            seed,
-            params: src.params,
-            cast: src.cast,
-            models,
-            scheduler,
-        });
+        after.variants.push(variant);
         after.chosen = Some(after.variants.len() - 1);
         self.edit(Edit::UpdatePanel { before: Box::new(before), after: Box::new(after) });
         self.set_status(format!("Panel {} generated (seed {seed})", i + 1));
@@ -925,6 +916,14 @@ impl StoryApp {
                     self.redo();
                 }
             });
+            ui.menu_button("Story", |ui| {
+                if ui.button("Generate all panels").clicked() {
+                    self.generate_all();
+                }
+                if ui.button("Models…").clicked() {
+                    self.models_view.open();
+                }
+            });
             ui.menu_button("Help", |ui| {
                 ui.label("Keyboard shortcuts");
                 egui::Grid::new("shortcuts").show(ui, |ui| {
@@ -1014,6 +1013,7 @@ impl eframe::App for StoryApp {
             }
         });
         super::export_dialog::show(self, &ctx);
+        super::models_view::show(self, &ctx);
         self.alert_window(&ctx);
         self.drop_hint(&ctx);
         self.update_title(&ctx);

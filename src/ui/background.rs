@@ -48,6 +48,7 @@ pub enum TaskResult {
 pub enum FolderPurpose {
     Open,
     New,
+    Models,
 }
 
 /// A channel whose sender wakes the UI when something arrives.

@@ -9,6 +9,7 @@ pub mod export_dialog;
 mod face_panel;
 pub mod file_dialog;
 mod images;
+mod models_view;
 pub mod overlay;
 mod panel_editor;
 mod pose_editor;

@@ -52,6 +52,10 @@ pub fn show(app: &mut StoryApp, ui: &mut egui::Ui, id: PanelId) {
         if ui.add_enabled(!busy, egui::Button::new("Generate")).on_hover_text("Ctrl+Enter").clicked() {
             generate = true;
         }
+        let l = ui.label("images");
+        ui.add(egui::DragValue::new(&mut app.variants_per_run).range(1..=8))
+            .labelled_by(l.id)
+            .on_hover_text("Images per Generate, with consecutive seeds");
         if busy && ui.button("Cancel").clicked() {
             cancel = true;
         }
@@ -169,7 +173,8 @@ pub fn show(app: &mut StoryApp, ui: &mut egui::Ui, id: PanelId) {
         app.edit_merging(Edit::UpdatePanel { before: Box::new(before), after: Box::new(p) }, Some(key));
     }
     if generate {
-        app.generate(id);
+        let n = app.variants_per_run;
+        app.generate_variants(id, n);
     }
     if cancel {
         app.cancel(id);

@@ -11,6 +11,7 @@
 //! ```
 
 pub mod adapter_bin;
+pub mod check;
 pub mod diffusers;
 pub mod safetensors_header;
 pub mod sgm;
