@@ -148,3 +148,43 @@ fn missing_adapter_or_identity_fail_with_the_fix() {
         other => panic!("expected a failure, got {other:?}"),
     }
 }
+
+#[test]
+fn cancel_mid_job_stops_within_a_step_and_the_worker_keeps_going() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("models");
+    models(&dir, true);
+    let engine = Engine::start(Arc::new(|| {})).unwrap();
+    let mut long = job(1, &dir, d.path(), vec![eileen(Some(identity()))]);
+    long.params.steps = 400;
+    engine.submit(long);
+    // Cancel as soon as the first step is reported.
+    let start = Instant::now();
+    let mut cancelled_at = None;
+    let end = loop {
+        let mut end = None;
+        for e in engine.poll() {
+            match e {
+                Event::Progress { step, .. } if cancelled_at.is_none() => {
+                    engine.cancel(JobId(1));
+                    cancelled_at = Some(step);
+                }
+                Event::Progress { step, .. } => {
+                    let at = cancelled_at.unwrap_or(0);
+                    assert!(step <= at + 2, "steps keep coming after the cancel ({at} -> {step})");
+                }
+                e @ (Event::Done { .. } | Event::Failed { .. } | Event::Cancelled { .. }) => end = Some(e),
+                _ => {}
+            }
+        }
+        if let Some(e) = end {
+            break e;
+        }
+        assert!(start.elapsed() < Duration::from_secs(300));
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(matches!(end, Event::Cancelled { .. }), "{end:?}");
+    assert!(!d.path().join("out-1.png").exists(), "no image for a cancelled job");
+    engine.submit(job(2, &dir, d.path(), vec![eileen(Some(identity()))]));
+    assert!(matches!(finish(&engine, 2), Event::Done { .. }), "the worker is ready for the next job");
+}

@@ -68,6 +68,12 @@ pub enum Event {
         step: u32,
         total: u32,
     },
+    /// The image forming: the step's predicted clean latents mapped to RGB (1/8 size).
+    Preview {
+        job: JobId,
+        panel: PanelId,
+        image: std::sync::Arc<image::RgbImage>,
+    },
     /// The image is written to the job's `output`; everything needed to reproduce it is here.
     Done {
         job: JobId,
@@ -95,6 +101,7 @@ impl Event {
             | Event::Started { panel, .. }
             | Event::Status { panel, .. }
             | Event::Progress { panel, .. }
+            | Event::Preview { panel, .. }
             | Event::Done { panel, .. }
             | Event::Failed { panel, .. }
             | Event::Cancelled { panel, .. } => *panel,

@@ -228,6 +228,10 @@ impl Worker {
                 step: info.step as u32,
                 total: info.total as u32,
             });
+            // The x0 prediction shows the final picture early; the latents are noisy until the end.
+            if let Ok(image) = crate::pipeline::preview::latent_preview(info.pred_original.unwrap_or(info.latents)) {
+                let _ = events.send(Event::Preview { job: job.id, panel: job.panel, image: Arc::new(image) });
+            }
             wake();
             // A Cancel for this job may be waiting in the command channel.
             while let Ok(cmd) = commands.try_recv() {

@@ -2,6 +2,7 @@
 //! StoryMaker character adapter on top (spec §5.3).
 
 pub mod noise;
+pub mod preview;
 pub mod sdxl;
 pub mod storymaker;
 pub mod txt2img;

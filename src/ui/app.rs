@@ -79,6 +79,8 @@ pub struct StoryApp {
     pub(crate) models_view: super::models_view::ModelsView,
     /// Images per Generate press (consecutive seeds).
     pub(crate) variants_per_run: usize,
+    /// The newest live preview per running panel, and its texture once shown.
+    previews: HashMap<PanelId, (Arc<image::RgbImage>, Option<egui::TextureHandle>)>,
     title_shown: String,
     /// The CLIP tokenizer for prompt-length warnings, loaded once in the background.
     pub(crate) tokenizer: Arc<std::sync::OnceLock<Option<crate::models::tokenizer::ClipTokenizer>>>,
@@ -128,6 +130,7 @@ impl StoryApp {
             pose: Default::default(),
             models_view: Default::default(),
             variants_per_run: 1,
+            previews: HashMap::new(),
             title_shown: String::new(),
             tokenizer: Arc::new(std::sync::OnceLock::new()),
             jobs: HashMap::new(),
@@ -356,6 +359,22 @@ impl StoryApp {
         if from != to && from < self.doc.panels.len() && to < self.doc.panels.len() {
             self.edit(Edit::MovePanel { from, to });
         }
+    }
+
+    /// The live preview of a running panel as a texture (uploaded when a new one arrived).
+    pub(crate) fn preview_texture(&mut self, ctx: &egui::Context, panel: PanelId) -> Option<egui::TextureHandle> {
+        let (img, tex) = self.previews.get_mut(&panel)?;
+        if tex.is_none() {
+            let size = [img.width() as usize, img.height() as usize];
+            let color = egui::ColorImage::from_rgb(size, img.as_raw());
+            *tex = Some(ctx.load_texture(format!("preview-{}", panel.0), color, egui::TextureOptions::LINEAR));
+        }
+        tex.clone()
+    }
+
+    /// Whether a live preview is waiting to be shown for `panel` (tests).
+    pub fn has_preview(&self, panel: PanelId) -> bool {
+        self.previews.contains_key(&panel)
     }
 
     /// The last "Models" window check (`None` until it was opened).
@@ -738,19 +757,25 @@ impl StoryApp {
             Event::Progress { job, step, total, .. } => {
                 self.panel_status.insert(panel, PanelStatus::Running { job, step, total });
             }
+            Event::Preview { image, .. } => {
+                self.previews.insert(panel, (image, None));
+            }
             Event::Failed { job, reason, .. } => {
                 self.jobs.remove(&job);
+                self.previews.remove(&panel);
                 self.set_error(format!("Generation failed: {reason}"));
                 self.panel_status.insert(panel, PanelStatus::Failed(reason));
             }
             Event::Cancelled { job, .. } => {
                 self.jobs.remove(&job);
+                self.previews.remove(&panel);
                 self.panel_status.remove(&panel);
                 self.set_status("Generation cancelled".into());
             }
             Event::Status { message, .. } => self.set_status(message),
             Event::Done { job, output, seed, models, scheduler, .. } => {
                 self.panel_status.remove(&panel);
+                self.previews.remove(&panel);
                 let made_from = self.jobs.remove(&job);
                 self.add_variant(panel, made_from, &output, seed, models, scheduler);
             }
