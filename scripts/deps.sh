@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs the system packages StoryMaker Studio needs on Debian/Ubuntu, only those missing.
-#   scripts/deps.sh          build deps (pkg-config, Wayland headers for eframe)
+#   scripts/deps.sh          build and test deps (pkg-config, Wayland headers for eframe; poppler-utils
+#                            for the export tests, which read the exported PDFs back with pdfinfo,
+#                            pdftotext, pdffonts, pdfimages and pdftoppm; e2fsprogs for chattr)
 #   scripts/deps.sh --gui    + what the headless screenshot smoke test needs (Xvfb, lavapipe, ImageMagick)
 set -euo pipefail
-pkgs=(pkg-config libwayland-dev libxkbcommon-dev)
+pkgs=(pkg-config libwayland-dev libxkbcommon-dev poppler-utils e2fsprogs)
 if [ "${1:-}" = "--gui" ]; then
   pkgs+=(libvulkan1 mesa-vulkan-drivers libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libx11-6 libxcursor1
          libxrandr2 libxi6 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 xvfb xauth x11-utils xdotool imagemagick)
@@ -14,7 +16,7 @@ for p in "${pkgs[@]}"; do
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null; then
-  echo "deps: please install: ${missing[*]} (pkg-config and the Wayland client headers)" >&2
+  echo "deps: please install: ${missing[*]} (pkg-config, the Wayland client headers, poppler-utils)" >&2
   exit 1
 fi
 sudo=""
