@@ -376,7 +376,7 @@ fn generate_with_models_adds_a_reproducible_variant() {
     project.panels[0].params.steps = 2;
     storymaker::story::save_project(&story, &project).unwrap();
 
-    let mut h = harness(home.path(), Some(story.clone()));
+    let mut h = harness_sized(home.path(), Some(story.clone()), egui::vec2(1280.0, 2400.0));
     let id = h.state().project().panels[0].id;
     h.get_by_label("Generate").click();
     step_until(&mut h, "the generated image", |a| !a.project().panels[0].variants.is_empty());
@@ -396,6 +396,14 @@ fn generate_with_models_adds_a_reproducible_variant() {
     let second = h.state().project().panels[0].variants[1].image.join(&story);
     assert_ne!(second, file);
     assert_eq!(image::open(&second).unwrap().to_rgb8(), img);
+    // Compare the two side by side.
+    h.get_by_label("Compare side by side").click();
+    h.run();
+    h.get_by_label("compare 1").click();
+    h.run();
+    h.get_by_label("compare 2").click();
+    h.run();
+    assert_eq!(h.state().compared(id), vec![0, 1]);
     // Undo removes the variant from the panel (the file stays in the assets).
     undo(&mut h);
     assert_eq!(h.state().project().panels[0].variants.len(), 1);

@@ -35,6 +35,13 @@ pub struct AppEnv {
     pub open: Option<PathBuf>,
 }
 
+/// Which variants the artist compares side by side (runtime only).
+#[derive(Debug, Default, Clone)]
+pub struct CompareState {
+    pub enabled: bool,
+    pub picked: std::collections::HashSet<(PanelId, usize)>,
+}
+
 /// Generation state of a panel (runtime only, not saved).
 #[derive(Debug, Clone, PartialEq)]
 pub enum PanelStatus {
@@ -79,6 +86,8 @@ pub struct StoryApp {
     pub(crate) models_view: super::models_view::ModelsView,
     /// Images per Generate press (consecutive seeds).
     pub(crate) variants_per_run: usize,
+    /// Variant comparison: on/off and the ticked (panel, variant index) pairs.
+    pub(crate) compare: CompareState,
     /// The newest live preview per running panel, and its texture once shown.
     previews: HashMap<PanelId, (Arc<image::RgbImage>, Option<egui::TextureHandle>)>,
     title_shown: String,
@@ -131,6 +140,7 @@ impl StoryApp {
             models_view: Default::default(),
             variants_per_run: 1,
             previews: HashMap::new(),
+            compare: CompareState::default(),
             title_shown: String::new(),
             tokenizer: Arc::new(std::sync::OnceLock::new()),
             jobs: HashMap::new(),
@@ -370,6 +380,14 @@ impl StoryApp {
             *tex = Some(ctx.load_texture(format!("preview-{}", panel.0), color, egui::TextureOptions::LINEAR));
         }
         tex.clone()
+    }
+
+    /// The variants of `panel` ticked for side-by-side comparison (when comparing is on).
+    pub fn compared(&self, panel: PanelId) -> Vec<usize> {
+        let mut v: Vec<usize> =
+            self.compare.picked.iter().filter(|(p, _)| self.compare.enabled && *p == panel).map(|(_, i)| *i).collect();
+        v.sort_unstable();
+        v
     }
 
     /// Whether a live preview is waiting to be shown for `panel` (tests).

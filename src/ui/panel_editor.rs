@@ -363,30 +363,70 @@ fn variants(app: &mut StoryApp, ui: &mut egui::Ui, p: &mut Panel) {
         ui.label("No images yet.");
         return;
     }
-    ui.label(format!("Variants ({})", p.variants.len()));
+    ui.horizontal(|ui| {
+        ui.label(format!("Variants ({})", p.variants.len()));
+        ui.checkbox(&mut app.compare.enabled, "Compare side by side")
+            .on_hover_text("Tick variants to see them next to each other at a larger size");
+    });
+    let key = p.id;
     ui.horizontal_wrapped(|ui| {
         for (i, v) in p.variants.iter().enumerate() {
             let path = v.image.join(&app.root);
             let chosen = p.chosen == Some(i);
-            let clicked = match app.images.get(&app.inbox, &path) {
-                ImageEntry::Ready { thumb, .. } => ui
-                    .add(
-                        egui::Button::image(egui::Image::new(thumb).fit_to_exact_size(egui::vec2(128.0, 128.0)))
-                            .selected(chosen),
-                    )
-                    .on_hover_text(format!("seed {}", v.seed))
-                    .clicked(),
-                ImageEntry::Loading => {
-                    ui.spinner();
-                    false
+            ui.vertical(|ui| {
+                let clicked = match app.images.get(&app.inbox, &path) {
+                    ImageEntry::Ready { thumb, .. } => ui
+                        .add(
+                            egui::Button::image(egui::Image::new(thumb).fit_to_exact_size(egui::vec2(128.0, 128.0)))
+                                .selected(chosen),
+                        )
+                        .on_hover_text(format!("seed {}", v.seed))
+                        .clicked(),
+                    ImageEntry::Loading => {
+                        ui.spinner();
+                        false
+                    }
+                    ImageEntry::Failed(e) => {
+                        ui.button(format!("variant {} unavailable", i + 1)).on_hover_text(e.clone()).clicked()
+                    }
+                };
+                if clicked {
+                    p.chosen = Some(i);
                 }
-                ImageEntry::Failed(e) => {
-                    ui.button(format!("variant {} unavailable", i + 1)).on_hover_text(e.clone()).clicked()
+                if app.compare.enabled {
+                    let mut on = app.compare.picked.contains(&(key, i));
+                    if ui.checkbox(&mut on, format!("compare {}", i + 1)).changed() {
+                        if on {
+                            app.compare.picked.insert((key, i));
+                        } else {
+                            app.compare.picked.remove(&(key, i));
+                        }
+                    }
                 }
-            };
-            if clicked {
-                p.chosen = Some(i);
-            }
+            });
         }
     });
+    if app.compare.enabled {
+        let mut picked: Vec<usize> =
+            app.compare.picked.iter().filter(|(k, i)| *k == key && *i < p.variants.len()).map(|(_, i)| *i).collect();
+        picked.sort_unstable();
+        if picked.len() < 2 {
+            ui.small("Tick two or more variants to compare them.");
+            return;
+        }
+        let aspect = p.params.width as f32 / p.params.height.max(1) as f32;
+        let w = ((ui.available_width() - 8.0 * picked.len() as f32) / picked.len() as f32).clamp(96.0, 512.0);
+        ui.horizontal(|ui| {
+            for i in picked {
+                let v = &p.variants[i];
+                let path = v.image.join(&app.root);
+                ui.vertical(|ui| {
+                    if let ImageEntry::Ready { thumb, .. } = app.images.get(&app.inbox, &path) {
+                        ui.add(egui::Image::new(thumb).fit_to_exact_size(egui::vec2(w, w / aspect)));
+                    }
+                    ui.small(format!("variant {} · seed {}", i + 1, v.seed));
+                });
+            }
+        });
+    }
 }
