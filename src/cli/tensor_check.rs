@@ -44,6 +44,14 @@ scheduler        scheduler_config.json (or the     sample [...], model_outputs [
                  scheduler/ folder); --scheduler   (one per step), noise [N,...] for    samples [N,...] (after each step),
                  unipc|euler|euler_a, --steps N    euler_a                              init_noise_sigma []
                  (default: N = model_outputs rows)
+controlnet       controlnet/ folder (config.json   sample [B,4,h,w], timesteps [B],     down.0 .. down.N [B,C,..]
+                 + diffusion_pytorch_model...),    encoder_hidden_states [B,77,2048]    (scaled residuals, UNet
+                 or one .safetensors file with     (text tokens only), text_embeds      skip order), mid;
+                 diffusers names (SDXL config      [B,1280], time_ids [B,6],            unet_out [B,4,h,w] with
+                 inferred unless --config);        controlnet_cond [1|B,3,8h,8w] in     --unet: the UNet step
+                 --scale S (else the input         [0,1], or controlnet_cond_u8         with them applied
+                 conditioning_scale [1], else 1);  [8h,8w,3] (RGB bytes, /255)
+                 --unet DIR|FILE [--unet-config]
 
 StoryMaker adapter (weights in the released layout: mask.bin torch pickle or its .safetensors conversion,
 CLIP ViT-H/14 as a transformers folder):
@@ -83,13 +91,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "unet" => unet(&weights, args.get("config"), &inputs, dtype, &device)?,
         "vae-decode" => vae_decode(&weights, args.get("config"), &inputs, dtype, &device)?,
         "scheduler" => scheduler(&weights, args, &inputs)?,
+        "controlnet" => super::controlnet_check::controlnet(&weights, args, &inputs, dtype, &device)?,
         "clip-vision" => super::adapter_check::clip_vision(&weights, &inputs, dtype, &device)?,
         "ppr" => super::adapter_check::ppr(&weights, args, &inputs, dtype, &device)?,
         "unet-with-adapter" => super::adapter_check::unet_with_adapter(&weights, args, &inputs, dtype, &device)?,
         "preprocess" => super::adapter_check::preprocess(&inputs)?,
         other => anyhow::bail!(
-            "unknown component {other}; one of text-encoders, unet, vae-decode, scheduler, clip-vision, ppr, \
-             unet-with-adapter, preprocess"
+            "unknown component {other}; one of text-encoders, unet, vae-decode, scheduler, controlnet, clip-vision, \
+             ppr, unet-with-adapter, preprocess"
         ),
     };
     let outputs: HashMap<String, Tensor> = outputs

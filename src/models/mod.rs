@@ -6,6 +6,7 @@ pub mod attention;
 pub mod clip_encoder;
 pub mod clip_text;
 pub mod clip_vision;
+pub mod controlnet;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;

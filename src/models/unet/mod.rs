@@ -13,7 +13,7 @@ use candle_nn::{group_norm, Conv2d, GroupNorm, VarBuilder};
 
 use self::blocks::{AttnDims, BlockDims, DownBlock, MidBlock, UpBlock};
 pub use self::config::UNetConfig;
-use self::embeddings::{host_values, timestep_sinusoid, TimestepEmbedding};
+use self::embeddings::TimeConditioning;
 use self::resnet::conv3x3;
 use self::transformer::BasicTransformerBlock;
 
@@ -37,8 +37,7 @@ pub struct UNetInput<'a> {
 pub struct UNet2DConditionModel {
     config: UNetConfig,
     conv_in: Conv2d,
-    time_embedding: TimestepEmbedding,
-    add_embedding: Option<TimestepEmbedding>,
+    time: TimeConditioning,
     down_blocks: Vec<DownBlock>,
     mid_block: MidBlock,
     up_blocks: Vec<UpBlock>,
@@ -61,11 +60,15 @@ impl UNet2DConditionModel {
         let attn_for = |i: usize, cross: bool| {
             cross.then(|| AttnDims { heads: config.heads(i), depth: config.transformer_layers_per_block.get(i) })
         };
-        let time_embedding = TimestepEmbedding::new(vb.pp("time_embedding"), ch[0], temb)?;
-        let add_embedding = match config.text_time() {
-            Some((_, input_dim)) => Some(TimestepEmbedding::new(vb.pp("add_embedding"), input_dim, temb)?),
-            None => None,
-        };
+        let time = TimeConditioning::new(
+            vb.clone(),
+            "UNet",
+            ch[0],
+            temb,
+            config.text_time(),
+            config.flip_sin_to_cos,
+            config.freq_shift,
+        )?;
         let mut down_blocks = Vec::with_capacity(n);
         let mut out = ch[0];
         for (i, &width) in ch.iter().enumerate() {
@@ -107,8 +110,7 @@ impl UNet2DConditionModel {
         Ok(UNet2DConditionModel {
             config: config.clone(),
             conv_in: conv3x3(vb.pp("conv_in"), config.in_channels, ch[0])?,
-            time_embedding,
-            add_embedding,
+            time,
             down_blocks,
             mid_block,
             up_blocks,
@@ -147,33 +149,7 @@ impl UNet2DConditionModel {
     /// Time embedding `[B, temb]` in the model dtype: sinusoid(t) → MLP, plus the text_time
     /// embedding `add_embedding(cat[text_embeds, sinusoid(time_ids)])` (pooled text first, §6).
     pub fn time_embedding(&self, input: &UNetInput) -> Result<Tensor> {
-        let sample = input.sample;
-        let (b, ..) = sample.dims4()?;
-        let dev = sample.device();
-        let dtype = sample.dtype();
-        let mut t = host_values(input.timesteps)?;
-        if t.len() == 1 && b > 1 {
-            t = vec![t[0]; b];
-        }
-        if t.len() != b {
-            return Err(candle_core::Error::Msg(format!("UNet: {} timesteps for a batch of {b}", t.len())));
-        }
-        let c = &self.config;
-        let t_proj = timestep_sinusoid(&t, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift, dev)?;
-        let mut emb = self.time_embedding.forward(&t_proj.to_dtype(dtype)?)?;
-        if let (Some(add), Some((dim, _))) = (&self.add_embedding, c.text_time()) {
-            let (Some(text), Some(ids)) = (input.text_embeds, input.time_ids) else {
-                return Err(candle_core::Error::Msg(
-                    "UNet: this model needs text_embeds and time_ids (SDXL text_time conditioning)".into(),
-                ));
-            };
-            let ids = host_values(ids)?;
-            let proj = timestep_sinusoid(&ids, dim, c.flip_sin_to_cos, c.freq_shift, dev)?;
-            let proj = proj.reshape((b, ids.len() / b.max(1) * dim))?.to_dtype(dtype)?;
-            let aug = add.forward(&Tensor::cat(&[&text.to_dtype(dtype)?, &proj], 1)?)?;
-            emb = (emb + aug)?;
-        }
-        Ok(emb)
+        self.time.forward(input.sample, input.timesteps, input.text_embeds, input.time_ids)
     }
 
     /// Predicts the noise for `input.sample`.
