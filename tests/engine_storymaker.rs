@@ -53,7 +53,7 @@ fn job(id: u64, models_dir: &Path, out: &Path, cast: Vec<CharacterSnapshot>) -> 
         prompt: "an astronaut waving".into(),
         negative_prompt: String::new(),
         seed: 3,
-        params: GenParams { width: 64, height: 64, steps: 2, guidance: 5.0, ip_scale: 0.8, lora_scale: 0.8 },
+        params: GenParams { width: 64, height: 64, steps: 2, guidance: 5.0, ..GenParams::default() },
         cast,
         models_dir: models_dir.to_path_buf(),
         style_loras: Vec::new(),
@@ -109,6 +109,10 @@ fn a_panel_with_a_character_runs_storymaker_and_records_it() {
         }
         other => panic!("expected an image, got {other:?}"),
     }
+    assert_eq!(prepared(&seen), 1, "the character is prepared for the first job");
+    let previews = seen.iter().filter(|e| matches!(e, Event::Preview { .. })).count();
+    assert_eq!(previews, 2, "one live preview per step");
+    seen.clear();
     // Same character, another seed: the character conditioning comes from the cache and the
     // image still differs from a plain-SDXL panel (the adapter is applied).
     let mut with_cast = job(2, &d.path().join("models"), d.path(), vec![eileen(Some(identity()))]);
@@ -118,10 +122,11 @@ fn a_panel_with_a_character_runs_storymaker_and_records_it() {
     plain.seed = 4;
     engine.submit(plain);
     let (Event::Done { output: a, .. }, Event::Done { output: b, models, .. }) =
-        (finish(&engine, 2), finish(&engine, 3))
+        (finish_seeing(&engine, 2, &mut seen), finish(&engine, 3))
     else {
         panic!("both jobs should finish")
     };
+    assert_eq!(prepared(&seen), 0, "a new seed reuses the cached character conditioning");
     assert!(!models.iter().any(|m| m.starts_with("storymaker:")), "no cast: plain SDXL ({models:?})");
     assert_ne!(image::open(a).unwrap().to_rgb8(), image::open(b).unwrap().to_rgb8());
 }
@@ -187,4 +192,45 @@ fn cancel_mid_job_stops_within_a_step_and_the_worker_keeps_going() {
     assert!(!d.path().join("out-1.png").exists(), "no image for a cancelled job");
     engine.submit(job(2, &dir, d.path(), vec![eileen(Some(identity()))]));
     assert!(matches!(finish(&engine, 2), Event::Done { .. }), "the worker is ready for the next job");
+}
+
+fn with_pose(mut c: CharacterSnapshot) -> CharacterSnapshot {
+    let waving = storymaker::pose::presets::builtin_presets().into_iter().find(|p| p.name == "Waving").unwrap();
+    c.pose = waving.skeletons().into_iter().next();
+    c
+}
+
+#[test]
+fn a_posed_character_runs_the_controlnet_and_a_missing_one_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("models");
+    models(&dir, true);
+    let engine = Engine::start(Arc::new(|| {})).unwrap();
+    // No ControlNet installed: a posed panel says where to put it, an unposed one does not need it.
+    engine.submit(job(1, &dir, d.path(), vec![with_pose(eileen(Some(identity())))]));
+    match finish(&engine, 1) {
+        Event::Failed { reason, .. } => assert!(reason.contains("controlnet-openpose"), "{reason}"),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    engine.submit(job(2, &dir, d.path(), vec![eileen(Some(identity()))]));
+    assert!(matches!(finish(&engine, 2), Event::Done { .. }), "no pose: no ControlNet needed");
+
+    let cn = dir.join("controlnet-openpose");
+    std::fs::create_dir_all(&cn).unwrap();
+    let fx = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/controlnet/controlnet");
+    for f in ["config.json", "diffusion_pytorch_model.safetensors"] {
+        std::fs::copy(fx.join(f), cn.join(f)).unwrap();
+    }
+    engine.submit(job(3, &dir, d.path(), vec![with_pose(eileen(Some(identity())))]));
+    let (posed, models) = match finish(&engine, 3) {
+        Event::Done { output, models, .. } => (image::open(output).unwrap().to_rgb8(), models),
+        other => panic!("expected an image, got {other:?}"),
+    };
+    assert!(models.iter().any(|m| m.starts_with("controlnet-openpose:")), "{models:?}");
+    let mut same_seed = job(4, &dir, d.path(), vec![eileen(Some(identity()))]);
+    same_seed.seed = 3;
+    engine.submit(same_seed);
+    let Event::Done { output, models, .. } = finish(&engine, 4) else { panic!("unposed job should finish") };
+    assert!(!models.iter().any(|m| m.starts_with("controlnet")), "{models:?}");
+    assert_ne!(image::open(output).unwrap().to_rgb8(), posed, "the pose changes the image");
 }

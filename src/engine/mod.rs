@@ -206,6 +206,35 @@ impl Worker {
                 slots.push(SlotCondition { character, id_only: c.id_only, blend });
             }
         }
+        // Pose guidance only when a cast member has a pose: otherwise the ControlNet is not even loaded.
+        let poses: Vec<&crate::pose::Skeleton> =
+            job.cast.iter().filter_map(|c| c.pose.as_ref()).filter(|s| s.visible_count() > 0).collect();
+        let pose_image = if poses.is_empty() {
+            None
+        } else {
+            loaded.ensure_controlnet(&job.models_dir, &mut |what| say(format!("Loading {what}…")))?;
+            let (w, h) = (job.params.width, job.params.height);
+            Some(crate::pose::render::render_pose(&poses, w, h, crate::pose::render::PoseStyle::Thick))
+        };
+        let control = match (&pose_image, &loaded.controlnet) {
+            (Some(img), Some((_, model))) => {
+                let image = crate::models::controlnet::conditioning_image(
+                    img.as_raw(),
+                    img.width() as usize,
+                    img.height() as usize,
+                    &loaded.sdxl.device,
+                )
+                .map_err(|e| e.to_string())?;
+                let guidance = crate::models::controlnet::ControlGuidance::new(
+                    f64::from(job.params.pose_scale),
+                    0.0,
+                    f64::from(job.params.pose_end),
+                )
+                .map_err(|e| e.to_string())?;
+                Some(crate::pipeline::Control { model, image, guidance })
+            }
+            _ => None,
+        };
         let models = &loaded.sdxl;
         let req = Txt2ImgRequest {
             prompt: job.prompt.clone(),
@@ -247,12 +276,16 @@ impl Worker {
             }
         };
         let generated = match &loaded.adapter {
-            Some(adapter) => generate_story(models, adapter, &req, &slots, scales, &mut on_step),
+            Some(adapter) => generate_story(models, adapter, &req, &slots, scales, control.as_ref(), &mut on_step),
             None => generate(models, &req, &mut on_step),
         };
         let mut record = vec![format!("sdxl:{}", models.source.display())];
         for (path, w) in &models.style_loras {
             record.push(format!("style-lora:{}@{w}", path.display()));
+        }
+        if let (Some(_), Some((path, _))) = (&control, &loaded.controlnet) {
+            record.push(format!("controlnet-openpose:{}", path.display()));
+            record.push(format!("pose: scale {} until {}", job.params.pose_scale, job.params.pose_end));
         }
         if let (Some(a), false) = (&loaded.adapter, slots.is_empty()) {
             record.push(format!("storymaker:{}", a.files().adapter.display()));

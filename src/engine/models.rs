@@ -42,6 +42,8 @@ struct Key {
 pub struct Loaded {
     pub sdxl: SdxlModels,
     pub adapter: Option<StoryMakerAdapter>,
+    /// The pose ControlNet, loaded on the first job with a pose (panels without one never load it).
+    pub controlnet: Option<(PathBuf, crate::models::controlnet::ControlNetModel)>,
     /// Character conditioning by content hash (photo bytes, mask, crop, face, cloth).
     embeddings: HashMap<u64, Arc<CharacterEmbedding>>,
 }
@@ -87,7 +89,7 @@ impl ModelCache {
                 SdxlSource::SingleFile(file) => SdxlModels::load_single_file(&file, device, dtype, &styles, progress),
             }
             .map_err(|e| e.to_string())?;
-            self.loaded = Some((key, Loaded { sdxl, adapter: None, embeddings: HashMap::new() }));
+            self.loaded = Some((key, Loaded { sdxl, adapter: None, controlnet: None, embeddings: HashMap::new() }));
         }
         self.loaded.as_mut().map(|(_, m)| m).ok_or_else(|| "models were not loaded".to_string())
     }
@@ -114,6 +116,20 @@ impl Loaded {
             StoryMakerAdapter::load(&files, &mut self.sdxl.unet, &device, dtype, opts).map_err(|e| e.to_string())?;
         self.adapter = Some(a);
         self.embeddings.clear();
+        Ok(())
+    }
+
+    /// Loads the OpenPose ControlNet from `<models>/controlnet-openpose/` unless already loaded.
+    pub fn ensure_controlnet(&mut self, models_dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), String> {
+        if self.controlnet.is_some() {
+            return Ok(());
+        }
+        let files = crate::models::controlnet::find_controlnet(models_dir).map_err(|e| e.to_string())?;
+        progress("pose ControlNet");
+        let model = crate::models::controlnet::load_controlnet(&files, None, self.sdxl.dtype, &self.sdxl.device)
+            .map_err(|e| e.to_string())?;
+        let source = files.weights.first().cloned().unwrap_or_else(|| models_dir.to_path_buf());
+        self.controlnet = Some((source, model));
         Ok(())
     }
 

@@ -13,4 +13,6 @@ pub use storymaker::{
     generate_story, with_image_tokens, AdapterFiles, AdapterOptions, CharacterEmbedding, CharacterInput, ImageTokens,
     SlotCondition, StoryMakerAdapter,
 };
-pub use txt2img::{denoise, sdxl_time_ids, PipelineError, SdxlConditioning, StepControl, StepInfo};
+pub use txt2img::{
+    denoise, denoise_with_control, sdxl_time_ids, Control, PipelineError, SdxlConditioning, StepControl, StepInfo,
+};

@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::noise::SeededNormal;
 use super::storymaker::{with_image_tokens, ImageTokens};
-use super::txt2img::{denoise, PipelineError, SdxlConditioning, StepControl, StepInfo};
+use super::txt2img::{denoise_with_control, Control, PipelineError, SdxlConditioning, StepControl, StepInfo};
 use crate::models::clip_text::{sdxl_text_embeddings, ClipTextConfig, ClipTextModel};
 use crate::models::tokenizer::{ClipTokenizer, Padding};
 use crate::models::unet::{UNet2DConditionModel, UNetConfig};
@@ -255,7 +255,7 @@ pub fn generate(
     req: &Txt2ImgRequest,
     on_step: &mut dyn FnMut(StepInfo) -> StepControl,
 ) -> Result<Generated, PipelineError> {
-    generate_conditioned(models, req, None, on_step)
+    generate_conditioned(models, req, None, None, on_step)
 }
 
 /// [`generate`] with StoryMaker image tokens appended to the text context of each branch.
@@ -263,6 +263,7 @@ pub fn generate_conditioned(
     models: &SdxlModels,
     req: &Txt2ImgRequest,
     image_tokens: Option<&ImageTokens>,
+    control: Option<&Control>,
     on_step: &mut dyn FnMut(StepInfo) -> StepControl,
 ) -> Result<Generated, PipelineError> {
     let factor = models.vae.config().upscale_factor();
@@ -292,8 +293,17 @@ pub fn generate_conditioned(
     let shape = (1, models.unet.config().in_channels, req.height / factor, req.width / factor);
     let init = rng.tensor(&shape.into(), models.dtype, &models.device)?;
     let mut sched = build_scheduler(req.scheduler, &models.scheduler_config, req.steps)?;
-    let latents =
-        denoise(&models.unet, sched.as_mut(), &init, &cond, guidance, (req.height, req.width), &mut rng, on_step)?;
+    let latents = denoise_with_control(
+        &models.unet,
+        sched.as_mut(),
+        &init,
+        &cond,
+        guidance,
+        (req.height, req.width),
+        &mut rng,
+        control,
+        on_step,
+    )?;
     let raw = models.vae.decode(&latents)?;
     let image = raw_to_rgb_images(&raw)?.into_iter().next().ok_or_else(|| err("the VAE returned no image"))?;
     Ok(Generated { image, latents })

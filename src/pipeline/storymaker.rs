@@ -18,7 +18,7 @@ use candle_nn::VarBuilder;
 use image::RgbImage;
 
 use super::sdxl::{generate_conditioned, Generated, SdxlModels, Txt2ImgRequest};
-use super::txt2img::{PipelineError, SdxlConditioning, StepControl, StepInfo};
+use super::txt2img::{Control, PipelineError, SdxlConditioning, StepControl, StepInfo};
 use crate::imaging::character::{character_crop, clip_pixels, resize_bicubic_pil, CLIP_SIZE};
 use crate::imaging::face_align::{aligned_face, check_face_in_mask};
 use crate::imaging::mask::Mask;
@@ -357,13 +357,14 @@ pub fn generate_story(
     req: &Txt2ImgRequest,
     slots: &[SlotCondition],
     scales: (f32, f32),
+    control: Option<&Control>,
     on_step: &mut dyn FnMut(StepInfo) -> StepControl,
 ) -> Result<Generated, PipelineError> {
     if slots.is_empty() {
         adapter.set_scales(0.0, 0.0);
-        return generate_conditioned(models, req, None, on_step);
+        return generate_conditioned(models, req, None, control, on_step);
     }
     let tokens = adapter.image_tokens(slots)?;
     adapter.set_scales(scales.0, scales.1);
-    generate_conditioned(models, req, Some(&tokens), on_step)
+    generate_conditioned(models, req, Some(&tokens), control, on_step)
 }

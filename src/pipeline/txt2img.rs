@@ -4,6 +4,7 @@
 use candle_core::{DType, Device, Tensor};
 use thiserror::Error;
 
+use crate::models::controlnet::{ControlGuidance, ControlNetInput, ControlNetModel};
 use crate::models::unet::{UNet2DConditionModel, UNetInput};
 use crate::sampling::{Guidance, NoiseSource, SamplingError, Scheduler};
 
@@ -62,6 +63,18 @@ pub fn sdxl_time_ids(
     Tensor::from_vec(data, (rows, 6), dev)?.to_dtype(dtype)
 }
 
+/// Pose guidance for one generation: the ControlNet, its conditioning image `[1, 3, H, W]` in
+/// [0, 1] (the rendered OpenPose skeletons) and its scale / step window.
+pub struct Control<'a> {
+    pub model: &'a ControlNetModel,
+    pub image: Tensor,
+    pub guidance: ControlGuidance,
+}
+
+/// Number of text tokens at the start of every context (the ControlNet sees only these; the
+/// StoryMaker image tokens after them are for the UNet's adapter, spec §3.4).
+const TEXT_TOKENS: usize = 77;
+
 /// Runs the denoising loop from unit-variance `init_noise` `[1, 4, H/8, W/8]` and returns the
 /// final latents (scheduler space; divide by the VAE scaling factor to decode).
 /// `on_step` runs after every step and can cancel (the loop stops before the next UNet call).
@@ -74,6 +87,24 @@ pub fn denoise(
     guidance: Guidance,
     image_size: (usize, usize),
     noise: &mut dyn NoiseSource,
+    on_step: &mut dyn FnMut(StepInfo) -> StepControl,
+) -> Result<Tensor, PipelineError> {
+    denoise_with_control(unet, scheduler, init_noise, cond, guidance, image_size, noise, None, on_step)
+}
+
+/// [`denoise`] with optional pose guidance: at each step where the window is active the
+/// ControlNet runs on the same batch (text tokens only) and its residuals go into the UNet;
+/// elsewhere it is skipped entirely.
+#[allow(clippy::too_many_arguments)]
+pub fn denoise_with_control(
+    unet: &UNet2DConditionModel,
+    scheduler: &mut dyn Scheduler,
+    init_noise: &Tensor,
+    cond: &SdxlConditioning,
+    guidance: Guidance,
+    image_size: (usize, usize),
+    noise: &mut dyn NoiseSource,
+    control: Option<&Control>,
     on_step: &mut dyn FnMut(StepInfo) -> StepControl,
 ) -> Result<Tensor, PipelineError> {
     let dtype = init_noise.dtype();
@@ -89,14 +120,31 @@ pub fn denoise(
     for (i, &t) in timesteps.iter().enumerate() {
         let x_in = scheduler.scale_model_input(&guidance.batch(&latents, &latents)?, i)?;
         let ts = Tensor::full(t as f32, rows, dev)?;
+        let residuals = match control {
+            Some(c) if c.guidance.is_active(i, total) => {
+                let text_len = context.dim(1)?.min(TEXT_TOKENS);
+                let text_only = context.narrow(1, 0, text_len)?;
+                let image = c.image.to_dtype(dtype)?;
+                Some(c.model.forward(&ControlNetInput {
+                    sample: &x_in,
+                    timesteps: &ts,
+                    encoder_hidden_states: &text_only,
+                    text_embeds: Some(&text_embeds),
+                    time_ids: Some(&time_ids),
+                    cond_image: &image,
+                    conditioning_scale: c.guidance.scale_at(i, total),
+                })?)
+            }
+            _ => None,
+        };
         let out = unet.forward(&UNetInput {
             sample: &x_in,
             timesteps: &ts,
             encoder_hidden_states: &context,
             text_embeds: Some(&text_embeds),
             time_ids: Some(&time_ids),
-            down_residuals: None,
-            mid_residual: None,
+            down_residuals: residuals.as_ref().map(|r| r.0.as_slice()),
+            mid_residual: residuals.as_ref().map(|r| &r.1),
         })?;
         let guided = guidance.combine(&out)?;
         latents = scheduler.step(&guided, i, &latents, noise)?;

@@ -68,11 +68,30 @@ pub struct GenParams {
     pub guidance: f32,
     pub ip_scale: f32,
     pub lora_scale: f32,
+    /// Pose ControlNet strength (diffusers' `controlnet_conditioning_scale`; xinsir recommends 1.0).
+    #[serde(default = "one")]
+    pub pose_scale: f32,
+    /// Fraction of the steps the pose guides (`control_guidance_end`; the start is 0).
+    #[serde(default = "one")]
+    pub pose_end: f32,
+}
+
+fn one() -> f32 {
+    1.0
 }
 
 impl Default for GenParams {
     fn default() -> Self {
-        GenParams { width: 1024, height: 1024, steps: 25, guidance: 7.5, ip_scale: 0.8, lora_scale: 0.8 }
+        GenParams {
+            width: 1024,
+            height: 1024,
+            steps: 25,
+            guidance: 7.5,
+            ip_scale: 0.8,
+            lora_scale: 0.8,
+            pose_scale: 1.0,
+            pose_end: 1.0,
+        }
     }
 }
 
@@ -86,6 +105,8 @@ impl GenParams {
         self.guidance = self.guidance.clamp(0.0, 30.0);
         self.ip_scale = self.ip_scale.clamp(0.0, 2.0);
         self.lora_scale = self.lora_scale.clamp(0.0, 2.0);
+        self.pose_scale = if self.pose_scale.is_finite() { self.pose_scale.clamp(0.0, 2.0) } else { 1.0 };
+        self.pose_end = if self.pose_end.is_finite() { self.pose_end.clamp(0.05, 1.0) } else { 1.0 };
         self
     }
 }
