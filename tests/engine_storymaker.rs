@@ -57,6 +57,7 @@ fn job(id: u64, models_dir: &Path, out: &Path, cast: Vec<CharacterSnapshot>) -> 
         cast,
         models_dir: models_dir.to_path_buf(),
         style_loras: Vec::new(),
+        pose_style: storymaker::pose::render::PoseStyle::Thick,
         output: out.join(format!("out-{id}.png")),
     }
 }

@@ -66,6 +66,7 @@ pub fn job_for_panel(
             .iter()
             .map(|l| (l.file.clone(), l.weight))
             .collect(),
+        pose_style: project.settings.pose_style,
         output,
     })
 }

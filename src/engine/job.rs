@@ -42,6 +42,8 @@ pub struct Job {
     pub models_dir: PathBuf,
     /// Style LoRAs: file names inside `<models_dir>/loras/` with their weights.
     pub style_loras: Vec<(String, f32)>,
+    /// How the cast's poses are drawn for the ControlNet.
+    pub pose_style: crate::pose::render::PoseStyle,
     /// Where the finished image goes (inside the project's assets).
     pub output: PathBuf,
 }

@@ -214,7 +214,7 @@ impl Worker {
         } else {
             loaded.ensure_controlnet(&job.models_dir, &mut |what| say(format!("Loading {what}…")))?;
             let (w, h) = (job.params.width, job.params.height);
-            Some(crate::pose::render::render_pose(&poses, w, h, crate::pose::render::PoseStyle::Thick))
+            Some(crate::pose::render::render_pose(&poses, w, h, job.pose_style))
         };
         let control = match (&pose_image, &loaded.controlnet) {
             (Some(img), Some((_, model))) => {

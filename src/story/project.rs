@@ -17,6 +17,13 @@ pub struct ProjectSettings {
     /// Style LoRAs applied to every panel that has no list of its own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub style_loras: Vec<super::panel::StyleLoraRef>,
+    /// How skeletons are drawn for the pose ControlNet (thick: what xinsir's SDXL model expects).
+    #[serde(default = "thick")]
+    pub pose_style: crate::pose::render::PoseStyle,
+}
+
+fn thick() -> crate::pose::render::PoseStyle {
+    crate::pose::render::PoseStyle::Thick
 }
 
 impl Default for ProjectSettings {
@@ -26,6 +33,7 @@ impl Default for ProjectSettings {
             // The reference demo's negative prompt (spec §7).
             default_negative_prompt: "bad quality, NSFW, low quality, ugly, disfigured, deformed".into(),
             style_loras: Vec::new(),
+            pose_style: thick(),
         }
     }
 }

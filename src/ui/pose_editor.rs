@@ -8,7 +8,7 @@ use egui::{Color32, Pos2, Rect, Sense, Stroke, Vec2};
 use super::app::StoryApp;
 use super::images::ImageEntry;
 use crate::pose::presets::{builtin_presets, save_user_preset, user_presets, PosePreset};
-use crate::pose::render::{COLOURS, LIMBS};
+use crate::pose::render::{PoseStyle, COLOURS, LIMBS};
 use crate::pose::Skeleton;
 use crate::story::Panel;
 
@@ -104,6 +104,26 @@ pub fn show(app: &mut StoryApp, ui: &mut egui::Ui, p: &mut Panel) -> bool {
             }
         });
         presets_menu(app, ui, p);
+        ui.horizontal(|ui| {
+            let l = ui.label("Skeleton style (whole story)");
+            let mut style = app.doc.settings.pose_style;
+            egui::ComboBox::from_id_salt("pose-style")
+                .selected_text(match style {
+                    PoseStyle::Standard => "standard OpenPose",
+                    PoseStyle::Thick => "thick (xinsir SDXL)",
+                })
+                .show_ui(ui, |ui| {
+                    ui.selectable_value(&mut style, PoseStyle::Thick, "thick (xinsir SDXL)");
+                    ui.selectable_value(&mut style, PoseStyle::Standard, "standard OpenPose");
+                })
+                .response
+                .labelled_by(l.id);
+            if style != app.doc.settings.pose_style {
+                let before = app.doc.settings.clone();
+                let after = crate::story::ProjectSettings { pose_style: style, ..before.clone() };
+                app.edit(crate::story::Edit::Settings { before, after });
+            }
+        });
         let l = ui.label("Image behind the pose");
         ui.add(egui::Slider::new(&mut app.pose.image_opacity, 0.0..=1.0)).labelled_by(l.id);
         canvas(app, ui, p);
