@@ -166,7 +166,13 @@ fn bubbles_stay_inside_their_panels() {
         Rect::new(5.0, 5.0, 40.0, 300.0),
     ];
     let long = "This is a very long line of dialogue that goes on and on about the launch. ".repeat(8);
-    let dialogues = ["Hi!", "Eileen: Right on schedule.", "Lav: Smile!\nEileen: No.", long.as_str(), "Supercalifragilisticexpialidocious!"];
+    let dialogues = [
+        "Hi!",
+        "Eileen: Right on schedule.",
+        "Lav: Smile!\nEileen: No.",
+        long.as_str(),
+        "Supercalifragilisticexpialidocious!",
+    ];
     let values = [-1.0, 0.0, 0.5, 0.95, 3.0, f32::NAN, f32::INFINITY];
     let mut checked = 0;
     for frame in &frames {
@@ -206,4 +212,17 @@ fn bubbles_stay_inside_their_panels() {
     for p in with_bubbles {
         assert!(p.frame.contains_rect(&p.bubble.unwrap(), EPS), "panel {}", p.number);
     }
+}
+
+#[test]
+fn bubble_placement_is_saved_only_when_set() {
+    let mut panel = storymaker::story::Project::new("t").make_panel();
+    let plain = serde_json::to_string(&panel).unwrap();
+    assert!(!plain.contains("bubble"), "automatic placement adds nothing to project files: {plain}");
+    panel.bubble = Some(BubblePlacement { center: [0.7, 0.25], tail: [0.2, 0.9], width: 0.5 });
+    let json = serde_json::to_string(&panel).unwrap();
+    let back: storymaker::story::Panel = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, panel);
+    let old: storymaker::story::Panel = serde_json::from_str(&plain).unwrap();
+    assert_eq!(old.bubble, None, "files without the field still load");
 }

@@ -71,8 +71,7 @@ fn sample_story_pdf_has_pages_text_font_and_images() {
     assert!(bytes.windows(jpeg.len()).any(|w| w == jpeg.as_slice()), "the JPEG is embedded unchanged");
     let list = poppler("pdfimages", &["-list", pdf_s]);
     let rows: Vec<Vec<&str>> = list.lines().skip(2).map(|l| l.split_whitespace().collect()).collect();
-    let images: Vec<(&str, &str, &str)> =
-        rows.iter().filter(|r| r[2] == "image").map(|r| (r[3], r[4], r[8])).collect();
+    let images: Vec<(&str, &str, &str)> = rows.iter().filter(|r| r[2] == "image").map(|r| (r[3], r[4], r[8])).collect();
     assert!(images.contains(&("512", "512", "jpeg")), "{list}");
     assert!(images.contains(&("512", "512", "image")), "{list}");
     assert!(images.contains(&("640", "400", "image")), "{list}");
@@ -98,10 +97,7 @@ fn rendered_pdf_matches_the_png_export() {
     run_export(&project, dir.path(), &settings, ExportFormat::PngSheets, &png_dir).unwrap();
     assert_eq!(listing(&png_dir), ["story-page-01.png", "story-page-02.png"]);
     let prefix = dir.path().join("rendered");
-    poppler(
-        "pdftoppm",
-        &["-r", "72", "-png", pdf_dir.join("story.pdf").to_str().unwrap(), prefix.to_str().unwrap()],
-    );
+    poppler("pdftoppm", &["-r", "72", "-png", pdf_dir.join("story.pdf").to_str().unwrap(), prefix.to_str().unwrap()]);
     let pages = build_pages(&project, dir.path(), &settings).unwrap();
     for (p, page) in pages.iter().enumerate() {
         let poppler_page = image::open(format!("{}-{}.png", prefix.display(), p + 1)).unwrap().to_rgb8();
@@ -117,7 +113,8 @@ fn rendered_pdf_matches_the_png_export() {
             let b = region(&ours, &panel.frame, 72.0, 2);
             if panel.image.is_none() {
                 // "Not generated yet": the grey placeholder in both.
-                let grey = |i: &image::RgbImage| i.pixels().filter(|p| p.0.iter().all(|&c| c.abs_diff(236) <= 2)).count();
+                let grey =
+                    |i: &image::RgbImage| i.pixels().filter(|p| p.0.iter().all(|&c| c.abs_diff(236) <= 2)).count();
                 assert!(grey(&a) * 2 > a.len() / 3 && grey(&b) * 2 > b.len() / 3, "panel {} placeholder", panel.number);
                 continue;
             }
@@ -126,7 +123,11 @@ fn rendered_pdf_matches_the_png_export() {
             let d = mean_abs_diff(&a, &b);
             let coarse = mean_abs_diff(&block_mean(&a, 4), &block_mean(&b, 4));
             println!("page {} panel {}: mean |pdf − png| = {d:.2}, over 4×4 blocks {coarse:.2}", p + 1, panel.number);
-            assert!(d < 8.0 && coarse < 5.0, "panel {}: the PDF and the PNG differ by {d:.2} / {coarse:.2}", panel.number);
+            assert!(
+                d < 8.0 && coarse < 5.0,
+                "panel {}: the PDF and the PNG differ by {d:.2} / {coarse:.2}",
+                panel.number
+            );
             // The measure tells panels apart: the same frame of the other page differs a lot.
             let other = image::open(format!("{}-{}.png", prefix.display(), 2 - p)).unwrap().to_rgb8();
             let elsewhere = mean_abs_diff(&block_mean(&region(&other, &panel.frame, 72.0, 2), 4), &block_mean(&b, 4));
@@ -135,7 +136,8 @@ fn rendered_pdf_matches_the_png_export() {
         let whole = mean_abs_diff(
             &image::imageops::crop_imm(&poppler_page, 0, 0, w.min(poppler_page.width()), h.min(poppler_page.height()))
                 .to_image(),
-            &image::imageops::crop_imm(&ours, 0, 0, w.min(poppler_page.width()), h.min(poppler_page.height())).to_image(),
+            &image::imageops::crop_imm(&ours, 0, 0, w.min(poppler_page.width()), h.min(poppler_page.height()))
+                .to_image(),
         );
         println!("page {}: mean |pdf − png| = {whole:.2}", p + 1);
         assert!(whole < 4.0, "page {}: {whole:.2}", p + 1);

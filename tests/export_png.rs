@@ -23,18 +23,19 @@ fn sheets_have_the_page_size_at_the_chosen_dpi() {
     let sheet = image::open(out.join("story-page-01.png")).unwrap().to_rgb8();
     // A4 at 100 dpi: 595.28 × 841.89 pt → 827 × 1170 px.
     assert_eq!(sheet.dimensions(), (827, 1170));
-    // Panel 1 shows the astronaut photo, scaled into its frame.
+    // Panel 1 shows the astronaut photo resampled (Catmull-Rom) to its frame's whole pixels.
     let page = &build_pages(&project, dir.path(), &settings).unwrap()[0];
     let frame = page.panels[0].frame;
-    let shown = region(&sheet, &frame, 100.0, 3);
+    let px = |v: f32| (v * 100.0 / 72.0).round() as u32;
+    let (x0, y0, w, h) = (px(frame.x), px(frame.y), px(frame.right()) - px(frame.x), px(frame.bottom()) - px(frame.y));
     let astronaut = image::open(ASTRONAUT).unwrap().to_rgb8();
-    let (w, h) = ((frame.w * 100.0 / 72.0).round() as u32, (frame.h * 100.0 / 72.0).round() as u32);
-    let scaled = image::imageops::resize(&astronaut, w, h, image::imageops::FilterType::Triangle);
-    let expected = image::imageops::crop_imm(&scaled, 3, 3, w - 6, h - 6).to_image();
-    // The bubble covers part of panel 1: compare the bottom half, below it.
-    let half = |i: &image::RgbImage| image::imageops::crop_imm(i, 0, i.height() / 2, i.width(), i.height() / 2).to_image();
-    let d = mean_abs_diff(&half(&shown), &half(&expected));
-    assert!(d < 4.0, "panel 1 differs from the photo by {d:.2}");
+    let scaled = image::imageops::resize(&astronaut, w, h, image::imageops::FilterType::CatmullRom);
+    // Below the bubble and its tail (the top 60 %), away from the frame's border.
+    let top = h * 6 / 10;
+    let shown = image::imageops::crop_imm(&sheet, x0 + 3, y0 + top, w - 6, h - top - 3).to_image();
+    let expected = image::imageops::crop_imm(&scaled, 3, top, w - 6, h - top - 3).to_image();
+    let d = mean_abs_diff(&shown, &expected);
+    assert!(d < 0.5, "panel 1 differs from the photo by {d:.2}");
     // Panel 4 has no image: the grey "not generated" placeholder, clearly not a picture.
     let p4 = region(&sheet, &page.panels[3].frame, 100.0, 3);
     let grey = p4.pixels().filter(|p| p.0 == [236, 236, 236]).count();
@@ -101,7 +102,11 @@ fn a_missing_image_is_named_or_marked() {
     // Marked instead: the export goes through, says so, and the panel reads "Image missing".
     let settings = ExportSettings { missing_images: MissingImages::Mark, ..Default::default() };
     let report = run_export(&project, dir.path(), &settings, ExportFormat::Pdf, &out).unwrap();
-    assert!(report.warnings.iter().any(|w| w.contains("panel 2") && w.contains("panel-2.jpg")), "{:?}", report.warnings);
+    assert!(
+        report.warnings.iter().any(|w| w.contains("panel 2") && w.contains("panel-2.jpg")),
+        "{:?}",
+        report.warnings
+    );
     let text = poppler("pdftotext", &[out.join("story.pdf").to_str().unwrap(), "-"]);
     assert!(text.contains(IMAGE_MISSING) && text.contains("assets/images/panel-2.jpg"), "{text}");
     assert!(text.contains(NOT_GENERATED), "panel 4 stays marked as not generated");
@@ -144,10 +149,8 @@ fn a_cancelled_export_writes_nothing_and_existing_files_stay() {
     let out = dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("story-page-01.png"), b"an older export").unwrap();
-    let layout = export::LayoutSettings {
-        arrangement: export::Arrangement::Grid { columns: 1, rows: 1 },
-        ..Default::default()
-    };
+    let layout =
+        export::LayoutSettings { arrangement: export::Arrangement::Grid { columns: 1, rows: 1 }, ..Default::default() };
     let settings = ExportSettings { layout, dpi: 30, ..Default::default() };
     let cancel = AtomicBool::new(false);
     let mut seen = Vec::new();
@@ -187,4 +190,20 @@ fn a_range_of_panels_keeps_their_numbers() {
     let bad = ExportSettings { panels: PanelChoice::Range { first: 3, last: 9 }, ..Default::default() };
     let err = run_export(&project, dir.path(), &bad, ExportFormat::Pdf, &out).unwrap_err();
     assert!(matches!(err, ExportError::BadRange { first: 3, last: 9, count: 4 }), "{err:?}");
+}
+
+#[test]
+fn characters_missing_from_the_font_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut project = sample_with_images(dir.path());
+    project.panels[0].caption = "Launch day in 東京.".into();
+    let settings = ExportSettings { panels: PanelChoice::Range { first: 1, last: 1 }, ..Default::default() };
+    let out = dir.path().join("out");
+    let report = run_export(&project, dir.path(), &settings, ExportFormat::Pdf, &out).unwrap();
+    assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+    assert!(
+        report.warnings[0].starts_with("panel 1's caption") && report.warnings[0].ends_with("東京"),
+        "{:?}",
+        report.warnings
+    );
 }

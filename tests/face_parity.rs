@@ -50,7 +50,12 @@ fn reference(file: &str, names: &[&str]) -> Vec<FloatTensor> {
 /// `max |a - b| / max |b|`; NaN anywhere fails the comparison.
 fn rel_err(a: &FloatTensor, b: &FloatTensor) -> f32 {
     assert_eq!(a.shape, b.shape);
-    let diff = a.data.iter().zip(&b.data).map(|(x, y)| (x - y).abs()).fold(0f32, |m, d| if d.is_nan() { f32::NAN } else { m.max(d) });
+    let diff =
+        a.data
+            .iter()
+            .zip(&b.data)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, |m, d| if d.is_nan() { f32::NAN } else { m.max(d) });
     diff / b.data.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30)
 }
 

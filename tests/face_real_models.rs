@@ -32,7 +32,12 @@ fn analyzer() -> FaceAnalyzer {
 }
 
 fn floats(v: &Value) -> Vec<f32> {
-    v.as_array().expect("array").iter().flat_map(|x| x.as_array().cloned().unwrap_or_else(|| vec![x.clone()])).map(|x| x.as_f64().expect("number") as f32).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .flat_map(|x| x.as_array().cloned().unwrap_or_else(|| vec![x.clone()]))
+        .map(|x| x.as_f64().expect("number") as f32)
+        .collect()
 }
 
 #[test]
@@ -69,7 +74,8 @@ fn yunet_raw_outputs_match_onnxruntime() {
         worst_sum = worst_sum.max((sum - want).abs() / (out.data.len() as f64 * scale));
         let (head, stride) = name.split_once('_').expect("head_stride");
         let rows = &meta["yunet"]["rows"][stride];
-        let index: Vec<usize> = rows["index"].as_array().expect("index").iter().map(|v| v.as_u64().expect("i") as usize).collect();
+        let index: Vec<usize> =
+            rows["index"].as_array().expect("index").iter().map(|v| v.as_u64().expect("i") as usize).collect();
         let want = floats(&rows[head]);
         let width = want.len() / index.len().max(1);
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);

@@ -37,7 +37,8 @@ fn step_until(h: &mut Harness<'static, StoryApp>, what: &str, done: impl Fn(&Sto
 /// Opens the dialog with Ctrl+E and waits for the preview of page 1.
 fn open_dialog(h: &mut Harness<'static, StoryApp>) {
     h.key_press_modifiers(Modifiers::COMMAND, Key::E);
-    h.run();
+    // The preview spinner repaints until the page arrives: step, don't settle.
+    h.step();
     assert!(h.state().export_dialog().is_open());
     step_until(h, "the preview of page 1", |a| a.export_dialog().preview_ready());
     h.get_by_label("Page 1 preview");
@@ -93,7 +94,8 @@ fn bubble_placement_is_an_undoable_edit() {
     h.run();
     open_dialog(&mut h);
     assert_eq!(h.state().project().panels[0].bubble, None);
-    let slider = h.get_by_label("Bubble across");
+    // The slider, not the number field next to it (both carry the label).
+    let slider = h.get_by_role_and_label(egui::Role::Slider, "Bubble across");
     slider.focus();
     h.run();
     for _ in 0..5 {

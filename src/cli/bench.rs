@@ -38,7 +38,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "sdxl" => UNetConfig::sdxl_base(),
         path => UNetConfig::from_json(&std::fs::read(path)?).map_err(anyhow::Error::msg)?,
     };
-    anyhow::ensure!(size % 8 == 0 && size >= 64, "--size must be a multiple of 8, at least 64");
+    anyhow::ensure!(size.is_multiple_of(8) && size >= 64, "--size must be a multiple of 8, at least 64");
     let t0 = Instant::now();
     let init = RandomWeights::default();
     let vb = VarBuilder::from_backend(Box::new(init.clone()), dtype, device.clone());

@@ -131,7 +131,7 @@ pub fn sanitize(p: &BubblePlacement) -> BubblePlacement {
 const PAD: f32 = 0.6;
 
 /// Text block shape (width / height) aimed for: comic bubbles are round-ish, not long slivers.
-const BLOCK_ASPECT: f32 = 2.2;
+const BLOCK_ASPECT: f32 = 3.0;
 
 /// Radii of the ellipse around a `w` × `h` text block at `font_size`. The block's corners lie on
 /// the ellipse of radii (w/√2, h/√2); the padding keeps them inside.
@@ -233,7 +233,16 @@ pub fn layout_bubble(
     let (nx, ny) = ((tip[0] - center[0]) / rx, (tip[1] - center[1]) / ry);
     // A tip inside (or barely outside) the ellipse gets no tail.
     let tail = (nx * nx + ny * ny > 1.15 * 1.15).then_some(tip);
-    Ok(Some(BubbleLayout { center, rx, ry, tail, font_size, lines: wrapped.lines, truncated: wrapped.truncated, stroke }))
+    Ok(Some(BubbleLayout {
+        center,
+        rx,
+        ry,
+        tail,
+        font_size,
+        lines: wrapped.lines,
+        truncated: wrapped.truncated,
+        stroke,
+    }))
 }
 
 #[cfg(test)]

@@ -310,9 +310,8 @@ pub fn page_geometry(s: &LayoutSettings) -> Result<PageGeometry, LayoutError> {
             let cy = if strip { strip_top } else { area.y + r as f32 * (cell_h + gutter) };
             // Centre the frame horizontally in its cell; top-align it so captions line up.
             let frame = Rect::new(cx + (cell_w - frame_size.0) / 2.0, cy, frame_size.0, frame_size.1);
-            let caption = s.captions.then(|| {
-                Rect::new(frame.x, frame.bottom() + CAPTION_GAP, frame.w, caption_h - CAPTION_GAP)
-            });
+            let caption =
+                s.captions.then(|| Rect::new(frame.x, frame.bottom() + CAPTION_GAP, frame.w, caption_h - CAPTION_GAP));
             cells.push(Cell { frame, caption });
         }
     }

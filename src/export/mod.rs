@@ -33,7 +33,10 @@ pub enum PanelChoice {
     /// These panels, in story order.
     Only(Vec<PanelId>),
     /// Panels `first..=last`, numbered from 1 as in the timeline.
-    Range { first: usize, last: usize },
+    Range {
+        first: usize,
+        last: usize,
+    },
 }
 
 /// What to do about a panel whose image file is gone or unreadable.
@@ -231,7 +234,7 @@ pub fn export(
     if target.name.trim().is_empty() || target.name.contains(['/', '\\']) || target.name.starts_with('.') {
         return Err(ExportError::FileName(target.name.clone()));
     }
-    if !(10..=MAX_DPI).contains(&settings.dpi) {
+    if format != ExportFormat::Pdf && !(10..=MAX_DPI).contains(&settings.dpi) {
         return Err(ExportError::Dpi(settings.dpi));
     }
     let geometry = layout::page_geometry(&settings.layout)?;

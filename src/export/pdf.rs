@@ -122,7 +122,11 @@ fn draw_item(surface: &mut Surface<'_>, font: &Font, item: &Item) -> Result<(), 
         Item::Fill { segs, colour: c } => {
             let p = path(segs).ok_or_else(bad_path)?;
             surface.set_stroke(None);
-            surface.set_fill(Some(Fill { paint: colour(*c).into(), opacity: NormalizedF32::ONE, rule: FillRule::NonZero }));
+            surface.set_fill(Some(Fill {
+                paint: colour(*c).into(),
+                opacity: NormalizedF32::ONE,
+                rule: FillRule::NonZero,
+            }));
             surface.draw_path(&p);
         }
         Item::Stroke { segs, colour: c, width } => {
@@ -152,7 +156,11 @@ fn draw_item(surface: &mut Surface<'_>, font: &Font, item: &Item) -> Result<(), 
         }
         Item::Text { origin, size, line, colour: c } => {
             surface.set_stroke(None);
-            surface.set_fill(Some(Fill { paint: colour(*c).into(), opacity: NormalizedF32::ONE, rule: FillRule::NonZero }));
+            surface.set_fill(Some(Fill {
+                paint: colour(*c).into(),
+                opacity: NormalizedF32::ONE,
+                rule: FillRule::NonZero,
+            }));
             let g = glyphs(line);
             surface.draw_glyphs(Point::from_xy(origin[0], origin[1]), &g, font.clone(), &line.text, *size, false);
         }

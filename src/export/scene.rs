@@ -193,6 +193,25 @@ impl<'a> PageBuilder<'a> {
         Ok(ImageState::Ready(image))
     }
 
+    /// Warns (once) when `line` has characters the bundled font cannot draw: they print as boxes.
+    fn check_glyphs(&mut self, what: &str, line: &ShapedLine) {
+        let missing: String = line
+            .glyphs
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.id == 0)
+            .filter_map(|(i, _)| line.text.get(line.glyph_text_range(i)))
+            .filter(|s| !s.trim().is_empty())
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let msg = format!("{what} has characters the bundled font (DejaVu Sans) lacks; they print as boxes: {missing}");
+        if !self.warnings.contains(&msg) {
+            self.warnings.push(msg);
+        }
+    }
+
     fn missing_or(&mut self, err: ExportError, shown: &str) -> Result<ImageState, ExportError> {
         match self.settings.missing_images {
             MissingImages::Fail => Err(err),
@@ -214,6 +233,7 @@ impl<'a> PageBuilder<'a> {
         if let Some(r) = g.title {
             let w = text::wrap(&self.project.title, s.title_size_pt, r.w, 1)?;
             for line in w.lines {
+                self.check_glyphs("the title", &line);
                 let origin = [r.x, r.y + self.metrics.ascender * s.title_size_pt];
                 page.items.push(Item::Text { origin, size: s.title_size_pt, line, colour: INK });
             }
@@ -270,8 +290,7 @@ impl<'a> PageBuilder<'a> {
         }
         if s.bubbles {
             let start = items.len();
-            if let Some(b) = bubbles::layout_bubble(&frame, &panel.dialogue, panel.bubble.as_ref(), s.bubble_size_pt)?
-            {
+            if let Some(b) = bubbles::layout_bubble(&frame, &panel.dialogue, panel.bubble.as_ref(), s.bubble_size_pt)? {
                 if b.truncated {
                     self.warnings.push(format!("panel {number}: the dialogue was cut to fit its speech bubble"));
                 }
@@ -280,6 +299,7 @@ impl<'a> PageBuilder<'a> {
                 items.push(Item::Stroke { segs: outline, colour: INK, width: b.stroke });
                 let origins = b.line_origins(self.metrics.ascender, self.metrics.descender);
                 for (line, origin) in b.lines.iter().zip(origins) {
+                    self.check_glyphs(&format!("panel {number}'s dialogue"), line);
                     items.push(Item::Text { origin, size: b.font_size, line: line.clone(), colour: INK });
                 }
                 placed.bubble = Some(b.bounds());
@@ -296,7 +316,13 @@ impl<'a> PageBuilder<'a> {
     }
 
     /// The caption under a frame, with the panel number hanging in front. Returns its lines.
-    fn caption(&mut self, items: &mut Vec<Item>, area: &Rect, number: usize, panel: &Panel) -> Result<Vec<String>, ExportError> {
+    fn caption(
+        &mut self,
+        items: &mut Vec<Item>,
+        area: &Rect,
+        number: usize,
+        panel: &Panel,
+    ) -> Result<Vec<String>, ExportError> {
         let settings: &'a ExportSettings = self.settings;
         let s = &settings.layout;
         let size = s.caption_size_pt;
@@ -317,6 +343,7 @@ impl<'a> PageBuilder<'a> {
         }
         let mut lines = Vec::new();
         for (i, line) in wrapped.lines.into_iter().enumerate() {
+            self.check_glyphs(&format!("panel {number}'s caption"), &line);
             lines.push(line.text.clone());
             let origin = [x, area.y + i as f32 * lh + ascent];
             items.push(Item::Text { origin, size, line, colour: INK });
@@ -325,7 +352,13 @@ impl<'a> PageBuilder<'a> {
     }
 
     /// A grey, crossed-out frame with a label, for panels that have no image to show.
-    fn placeholder(&mut self, items: &mut Vec<Item>, frame: &Rect, label: &str, detail: Option<&str>) -> Result<(), ExportError> {
+    fn placeholder(
+        &mut self,
+        items: &mut Vec<Item>,
+        frame: &Rect,
+        label: &str,
+        detail: Option<&str>,
+    ) -> Result<(), ExportError> {
         items.push(Item::Fill { segs: rect_segs(frame), colour: PLACEHOLDER });
         let cross = vec![
             Seg::MoveTo([frame.x, frame.y]),

@@ -5,6 +5,8 @@
 //! font is DejaVu Sans (`assets/fonts/`, Bitstream Vera licence + public domain changes), chosen
 //! for its wide coverage: krilla does no font fallback, so every glyph must come from this font.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use thiserror::Error;
@@ -112,9 +114,24 @@ pub fn shape(text: &str) -> Result<ShapedLine, FontError> {
     Ok(ShapedLine { text: text.to_string(), glyphs, width_em })
 }
 
-/// Width of `text` on one line at `size` points.
+/// Width of `text` on one line at `size` points. Widths are remembered per thread (line
+/// breaking and bubble fitting measure the same words at many sizes).
 pub fn measure(text: &str, size: f32) -> Result<f32, FontError> {
-    Ok(shape(text)?.width(size))
+    thread_local! {
+        static WIDTHS: RefCell<HashMap<String, f32>> = RefCell::new(HashMap::new());
+    }
+    if let Some(em) = WIDTHS.with(|w| w.borrow().get(text).copied()) {
+        return Ok(em * size);
+    }
+    let em = shape(text)?.width_em;
+    WIDTHS.with(|w| {
+        let mut w = w.borrow_mut();
+        if w.len() >= 20_000 {
+            w.clear();
+        }
+        w.insert(text.to_string(), em);
+    });
+    Ok(em * size)
 }
 
 /// Text broken into lines that fit a width.
@@ -136,23 +153,40 @@ impl Wrapped {
 /// the text's own line breaks, and inside words longer than a line. At most `max_lines` lines
 /// are kept; when text is left out the last line ends in an ellipsis.
 pub fn wrap(text: &str, size: f32, max_width: f32, max_lines: usize) -> Result<Wrapped, FontError> {
+    // Lines are first filled from word widths (fast); shaping every finished line checks them,
+    // and in the rare case kerning across a space made one too wide, whole lines are measured.
+    let quick = finish(break_lines(text, size, max_width, max_lines, false)?, size, max_width, max_lines)?;
+    if quick.lines.iter().all(|l| l.width(size) <= max_width || !l.text.contains(' ')) {
+        return Ok(quick);
+    }
+    finish(break_lines(text, size, max_width, max_lines, true)?, size, max_width, max_lines)
+}
+
+/// Greedy line breaking; stops once there are more than `max_lines` lines. `exact` measures each
+/// candidate line by shaping it, otherwise word widths are added up.
+fn break_lines(text: &str, size: f32, max_width: f32, max_lines: usize, exact: bool) -> Result<Vec<String>, FontError> {
     let mut lines: Vec<String> = Vec::new();
+    let space = measure(" ", size)?;
     let fits = |s: &str| -> Result<bool, FontError> { Ok(measure(s, size)? <= max_width) };
     'paragraphs: for paragraph in text.lines() {
         let mut current = String::new();
+        let mut current_w = 0.0;
         for word in paragraph.split_whitespace() {
-            let candidate = if current.is_empty() { word.to_string() } else { format!("{current} {word}") };
-            if fits(&candidate)? {
-                current = candidate;
-                continue;
-            }
+            let word_w = measure(word, size)?;
             if !current.is_empty() {
+                let candidate = format!("{current} {word}");
+                let w = if exact { measure(&candidate, size)? } else { current_w + space + word_w };
+                if w <= max_width {
+                    current = candidate;
+                    current_w = w;
+                    continue;
+                }
                 lines.push(std::mem::take(&mut current));
                 if lines.len() > max_lines {
                     break 'paragraphs;
                 }
             }
-            // The word alone: split it where it overflows.
+            // The word starts a line; split it where it overflows.
             let mut rest = word;
             while !fits(rest)? {
                 let cut = longest_fitting_prefix(rest, size, max_width)?;
@@ -163,6 +197,7 @@ pub fn wrap(text: &str, size: f32, max_width: f32, max_lines: usize) -> Result<W
                 }
             }
             current = rest.to_string();
+            current_w = if rest.len() == word.len() { word_w } else { measure(rest, size)? };
         }
         if !current.is_empty() || paragraph.trim().is_empty() {
             lines.push(current);
@@ -171,7 +206,11 @@ pub fn wrap(text: &str, size: f32, max_width: f32, max_lines: usize) -> Result<W
             break;
         }
     }
-    // Blank lines at the ends carry nothing.
+    Ok(lines)
+}
+
+/// Trims blank lines at the ends, cuts to `max_lines` (with "…") and shapes the lines.
+fn finish(mut lines: Vec<String>, size: f32, max_width: f32, max_lines: usize) -> Result<Wrapped, FontError> {
     while lines.last().is_some_and(|l| l.is_empty()) {
         lines.pop();
     }

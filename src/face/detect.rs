@@ -101,7 +101,7 @@ impl FaceDetector {
             }
             None => (config.input_size, config.input_size),
         };
-        if h % 32 != 0 || h == 0 {
+        if !h.is_multiple_of(32) || h == 0 {
             return Err(FaceError::InputSize { size: h });
         }
         config.input_size = h;
@@ -116,7 +116,7 @@ impl FaceDetector {
         mut config: DetectorConfig,
     ) -> Result<FaceDetector, FaceError> {
         let [_, _, h, w] = session.input_shape();
-        if h != w || h % 32 != 0 || h == 0 {
+        if h != w || !h.is_multiple_of(32) || h == 0 {
             return Err(FaceError::InputSize { size: h.max(w) });
         }
         config.input_size = h;
@@ -137,8 +137,13 @@ impl FaceDetector {
             return Err(FaceError::EmptyImage);
         }
         let (canvas, det_scale) = letterbox(img, self.config.input_size);
-        let outputs = self.session.run(self.blob(&canvas))?;
+        let outputs = self.run_network(&canvas)?;
         self.decode(&outputs, det_scale)
+    }
+
+    /// The raw network outputs (graph order) for a letterboxed canvas.
+    pub fn run_network(&self, canvas: &RgbImage) -> Result<Vec<FloatTensor>, FaceError> {
+        Ok(self.session.run(self.blob(canvas))?)
     }
 
     /// The network input for a letterboxed canvas: SCRFD RGB `(x - 127.5) / 128`; YuNet BGR 0..255.
@@ -188,11 +193,8 @@ pub fn image_blob(img: &RgbImage, bgr: bool, mean: f32, scale: f32) -> FloatTens
 pub fn letterbox(img: &RgbImage, size: usize) -> (RgbImage, f64) {
     let (w, h) = (img.width() as f64, img.height() as f64);
     let ratio = h / w;
-    let (new_w, new_h) = if ratio > 1.0 {
-        (((size as f64) / ratio) as usize, size)
-    } else {
-        (size, ((size as f64) * ratio) as usize)
-    };
+    let (new_w, new_h) =
+        if ratio > 1.0 { (((size as f64) / ratio) as usize, size) } else { (size, ((size as f64) * ratio) as usize) };
     let (new_w, new_h) = (new_w.clamp(1, size), new_h.clamp(1, size));
     let det_scale = new_h as f64 / h;
     let resized = resize_bilinear(img, new_w as u32, new_h as u32);
@@ -395,7 +397,7 @@ pub fn nms(faces: &[DetectedFace], threshold: f32, plus_one: bool) -> Vec<usize>
             let inter = w * h;
             let ovr = inter / (area_a + area(b) - inter);
             // numpy keeps `ovr <= thresh`; a NaN overlap (degenerate boxes) is not `<=` and is suppressed.
-            if !(ovr <= threshold) {
+            if ovr.is_nan() || ovr > threshold {
                 suppressed[j] = true;
             }
         }

@@ -241,7 +241,9 @@ impl OnnxModel {
     }
 
     fn describe(&self, dequantized: usize) -> Result<ModelInfo, OnnxError> {
-        let Some(graph) = self.proto.graph.as_ref() else { return Err(OnnxError::NoGraph { path: self.source.clone() }) };
+        let Some(graph) = self.proto.graph.as_ref() else {
+            return Err(OnnxError::NoGraph { path: self.source.clone() });
+        };
         if graph.input.len() != 1 {
             return Err(OnnxError::Inputs {
                 path: self.source.clone(),
@@ -327,11 +329,14 @@ fn starts_with_sub_mul(nodes: &[NodeProto], input: &str) -> bool {
 }
 
 /// The values of a constant tensor as f32 (row-major) with its dimensions, through tract's own decoder.
-fn tensor_values(t: &TensorProto, source: &str) -> Result<(Vec<usize>, Vec<f32>), OnnxError> {
+/// Dimensions and row-major values of a constant tensor.
+type Values = (Vec<usize>, Vec<f32>);
+
+fn tensor_values(t: &TensorProto, source: &str) -> Result<Values, OnnxError> {
     let fail = |detail: String| OnnxError::Dequantize { path: source.to_string(), name: t.name.clone(), detail };
     let resolver = tract_onnx::data_resolver::MmapDataResolver;
-    let decoded = guarded(source, || tract_onnx::tensor::load_tensor(&resolver, t, None))?
-        .map_err(|e| fail(format!("{e:#}")))?;
+    let decoded =
+        guarded(source, || tract_onnx::tensor::load_tensor(&resolver, t, None))?.map_err(|e| fail(format!("{e:#}")))?;
     let as_f32 = decoded.cast_to::<f32>().map_err(|e| fail(format!("{e:#}")))?;
     let view = as_f32.to_plain_array_view::<f32>().map_err(|e| fail(format!("{e:#}")))?;
     Ok((view.shape().to_vec(), view.iter().copied().collect()))
@@ -348,7 +353,7 @@ fn dequantize_node<'a>(
         name: node.output.first().cloned().unwrap_or_default(),
         detail,
     };
-    let get = |i: usize| -> Result<Option<(Vec<usize>, Vec<f32>)>, OnnxError> {
+    let get = |i: usize| -> Result<Option<Values>, OnnxError> {
         match node.input.get(i).filter(|n| !n.is_empty()) {
             None => Ok(None),
             Some(name) => {
@@ -464,7 +469,8 @@ impl InferenceSession for TractSession {
             return Err(fail(format!("input shape {:?}, the session was prepared for {:?}", input.shape, self.input)));
         }
         let tensor = Tensor::from_shape(&input.shape, &input.data).map_err(|e| fail(format!("{e:#}")))?;
-        let outputs = guarded(&self.source, || self.plan.run(tvec!(tensor.into())))?.map_err(|e| fail(format!("{e:#}")))?;
+        let outputs =
+            guarded(&self.source, || self.plan.run(tvec!(tensor.into())))?.map_err(|e| fail(format!("{e:#}")))?;
         outputs
             .iter()
             .map(|t| {

@@ -72,9 +72,9 @@ pub enum FaceAlignError {
 /// right by `8 * size / 128`. Arithmetic in f32 as numpy does on the float32 template (so 224 gives exactly
 /// twice [`ARCFACE_TEMPLATE_112`]).
 pub fn arcface_template(size: u32) -> Result<[[f32; 2]; 5], FaceAlignError> {
-    let (ratio, diff_x) = if size > 0 && size % 112 == 0 {
+    let (ratio, diff_x) = if size > 0 && size.is_multiple_of(112) {
         (f64::from(size) / 112.0, 0.0f64)
-    } else if size > 0 && size % 128 == 0 {
+    } else if size > 0 && size.is_multiple_of(128) {
         let r = f64::from(size) / 128.0;
         (r, 8.0 * r)
     } else {

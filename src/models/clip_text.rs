@@ -135,7 +135,7 @@ impl ClipTextConfig {
 
     fn validate(&self) -> Result<()> {
         let bad = |what: String| Err(candle_core::Error::Msg(format!("invalid CLIP text config: {what}")));
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0 || !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return bad(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads

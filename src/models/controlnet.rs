@@ -288,7 +288,7 @@ impl ControlNetConfig {
         for (i, t) in self.down_block_types.iter().enumerate() {
             let heads = self.heads(i);
             let cross = t == "CrossAttnDownBlock2D" || i + 1 == n;
-            if cross && (heads == 0 || self.block_out_channels[i] % heads != 0) {
+            if cross && (heads == 0 || !self.block_out_channels[i].is_multiple_of(heads)) {
                 return Err(format!(
                     "block {i}: width {} is not divisible by {heads} heads",
                     self.block_out_channels[i]

@@ -267,7 +267,7 @@ pub fn generate_conditioned(
     on_step: &mut dyn FnMut(StepInfo) -> StepControl,
 ) -> Result<Generated, PipelineError> {
     let factor = models.vae.config().upscale_factor();
-    if req.width % factor != 0 || req.height % factor != 0 || req.width == 0 || req.height == 0 {
+    if !req.width.is_multiple_of(factor) || !req.height.is_multiple_of(factor) || req.width == 0 || req.height == 0 {
         return Err(PipelineError::Input(format!("the image size must be a positive multiple of {factor} pixels")));
     }
     if req.steps == 0 {

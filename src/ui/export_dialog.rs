@@ -161,6 +161,12 @@ impl ExportDialog {
 
 /// Opens the dialog, with defaults for the project the first time.
 pub fn open(app: &mut StoryApp) {
+    defaults_for_project(app);
+    app.export_dialog.open = true;
+}
+
+/// Target folder, file name, panel shape and range for the open project (once per project).
+fn defaults_for_project(app: &mut StoryApp) {
     let d = &mut app.export_dialog;
     if d.defaults_for.as_ref() != Some(&app.root) {
         d.folder = app.root.join("exports").display().to_string();
@@ -170,8 +176,8 @@ pub fn open(app: &mut StoryApp) {
         d.range = (1, app.doc.panels.len().max(1));
         d.defaults_for = Some(app.root.clone());
         d.last = None;
+        d.bubble_panel = None;
     }
-    d.open = true;
 }
 
 /// A finished export arrived from the worker.
@@ -180,8 +186,13 @@ pub fn finished(app: &mut StoryApp, result: Result<ExportReport, ExportError>) {
     match result {
         Ok(report) => {
             let first = report.files.first().map(|f| f.display().to_string()).unwrap_or_default();
-            let what = if report.files.len() == 1 { first } else { format!("{} files ({first} …)", report.files.len()) };
-            let warn = if report.warnings.is_empty() { String::new() } else { format!("; {} warning(s)", report.warnings.len()) };
+            let what =
+                if report.files.len() == 1 { first } else { format!("{} files ({first} …)", report.files.len()) };
+            let warn = if report.warnings.is_empty() {
+                String::new()
+            } else {
+                format!("; {} warning(s)", report.warnings.len())
+            };
             app.set_status(format!("Exported {} panel(s) to {what}{warn}", report.panels));
             app.export_dialog.last = Some(Ok(report));
         }
@@ -201,6 +212,8 @@ pub fn show(app: &mut StoryApp, ctx: &egui::Context) {
     if !app.export_dialog.open {
         return;
     }
+    // Another project was opened while the dialog was up.
+    defaults_for_project(app);
     let generation = app.history.generation();
     let actions = app.export_dialog.ui(ctx, &app.doc, &app.root, app.selection, generation);
     for a in actions {
@@ -297,11 +310,9 @@ impl ExportDialog {
             self.request_preview(ctx, doc, key);
         }
         let mut open = self.open;
-        egui::Window::new("Export storyboard")
-            .open(&mut open)
-            .default_size([900.0, 640.0])
-            .collapsible(false)
-            .show(ctx, |ui| {
+        egui::Window::new("Export storyboard").open(&mut open).default_size([900.0, 640.0]).collapsible(false).show(
+            ctx,
+            |ui| {
                 ui.horizontal_top(|ui| {
                     ui.vertical(|ui| {
                         ui.set_width(380.0);
@@ -312,7 +323,8 @@ impl ExportDialog {
                     ui.separator();
                     ui.vertical(|ui| self.preview_ui(ui, doc, selection, &mut actions));
                 });
-            });
+            },
+        );
         // Closing the window while exporting leaves the export running; it reports in the status bar.
         self.open = open;
         actions
@@ -418,7 +430,9 @@ impl ExportDialog {
         ui.checkbox(&mut mark, "Mark missing image files instead of stopping");
         self.settings.missing_images = if mark { MissingImages::Mark } else { MissingImages::Fail };
         ui.separator();
-        bubble_ui(ui, doc, &mut self.bubble_panel, actions);
+        if let Some((id, bubble)) = super::bubble_editor::show(ui, doc, &mut self.bubble_panel) {
+            actions.push(Action::SetBubble(id, bubble));
+        }
     }
 
     fn page_ui(&mut self, ui: &mut egui::Ui) {
@@ -468,8 +482,13 @@ impl ExportDialog {
             labelled_drag(ui, "Margin", &mut l.margin_mm, 0.0..=60.0, " mm");
             labelled_drag(ui, "Gutter", &mut l.gutter_mm, 0.0..=40.0, " mm");
         });
-        let shapes: [(&str, Option<f32>); 5] =
-            [("Square", Some(1.0)), ("4:3", Some(4.0 / 3.0)), ("3:4", Some(0.75)), ("16:9", Some(16.0 / 9.0)), ("Fill the cell", None)];
+        let shapes: [(&str, Option<f32>); 5] = [
+            ("Square", Some(1.0)),
+            ("4:3", Some(4.0 / 3.0)),
+            ("3:4", Some(0.75)),
+            ("16:9", Some(16.0 / 9.0)),
+            ("Fill the cell", None),
+        ];
         let current = shapes
             .iter()
             .find(|(_, a)| match (a, l.frame_aspect) {
@@ -513,7 +532,7 @@ impl ExportDialog {
         ui.strong("Preview of page 1");
         match (&self.preview, &self.preview_error) {
             (_, Some(e)) => {
-                ui.colored_label(ui.visuals().error_fg_color, format!("Cannot lay out the pages: {e}"));
+                ui.colored_label(ui.visuals().error_fg_color, format!("No preview: {e}"));
             }
             (Some((tex, pages)), None) => {
                 ui.add(egui::Image::new(tex).max_width(PREVIEW_WIDTH).alt_text("Page 1 preview"));
@@ -545,7 +564,11 @@ impl ExportDialog {
         });
         ui.horizontal(|ui| match &self.running {
             Some(r) => {
-                let p = r.progress.lock().map(|p| p.clone()).unwrap_or(Progress { done: 0, total: 0, stage: String::new() });
+                let p = r.progress.lock().map(|p| p.clone()).unwrap_or(Progress {
+                    done: 0,
+                    total: 0,
+                    stage: String::new(),
+                });
                 let f = if p.total > 0 { p.done as f32 / p.total as f32 } else { 0.0 };
                 ui.add(egui::ProgressBar::new(f).text(p.stage).desired_width(240.0));
                 if ui.button("Cancel export").clicked() {
@@ -575,54 +598,4 @@ impl ExportDialog {
             None => {}
         }
     }
-}
-
-/// Placement of each panel's speech bubble: centre, tail tip and width in fractions of the frame.
-fn bubble_ui(ui: &mut egui::Ui, doc: &Project, chosen: &mut Option<PanelId>, actions: &mut Vec<Action>) {
-    ui.strong("Speech bubbles");
-    let talking: Vec<(usize, &crate::story::Panel)> =
-        doc.panels.iter().enumerate().filter(|(_, p)| !p.dialogue.trim().is_empty()).collect();
-    if talking.is_empty() {
-        ui.small("No panel has dialogue.");
-        return;
-    }
-    if !chosen.is_some_and(|id| talking.iter().any(|(_, p)| p.id == id)) {
-        *chosen = Some(talking[0].1.id);
-    }
-    let name = |i: usize, p: &crate::story::Panel| {
-        let mut d: String = p.dialogue.chars().take(28).collect();
-        if p.dialogue.chars().count() > 28 {
-            d.push('…');
-        }
-        format!("Panel {}: {d}", i + 1)
-    };
-    let Some((i, panel)) = talking.iter().find(|(_, p)| Some(p.id) == *chosen).copied() else { return };
-    egui::ComboBox::from_label("Bubble of").selected_text(name(i, panel)).show_ui(ui, |ui| {
-        for (i, p) in &talking {
-            ui.selectable_value(chosen, Some(p.id), name(*i, p));
-        }
-    });
-    let mut b = panel.bubble.unwrap_or_default();
-    let before = b;
-    egui::Grid::new("bubble-placement").num_columns(2).show(ui, |ui| {
-        let row = |ui: &mut egui::Ui, label: &str, v: &mut f32, lo: f32| {
-            let l = ui.label(label);
-            ui.add(egui::Slider::new(v, lo..=1.0).fixed_decimals(2)).labelled_by(l.id);
-            ui.end_row();
-        };
-        row(ui, "Bubble across", &mut b.center[0], 0.0);
-        row(ui, "Bubble down", &mut b.center[1], 0.0);
-        row(ui, "Tail tip across", &mut b.tail[0], 0.0);
-        row(ui, "Tail tip down", &mut b.tail[1], 0.0);
-        row(ui, "Bubble width", &mut b.width, 0.2);
-    });
-    if b != before {
-        actions.push(Action::SetBubble(panel.id, Some(b)));
-    }
-    ui.horizontal(|ui| {
-        if ui.add_enabled(panel.bubble.is_some(), egui::Button::new("Place automatically")).clicked() {
-            actions.push(Action::SetBubble(panel.id, None));
-        }
-        ui.small(if panel.bubble.is_some() { "placed by hand" } else { "placed automatically" });
-    });
 }

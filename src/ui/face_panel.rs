@@ -26,6 +26,9 @@ pub(crate) enum FaceTask {
     Identity { character: CharacterId, kps: [[f32; 2]; 5], merge_key: Option<String>, result: Result<Vec<f32>, String> },
 }
 
+/// The models loaded by the first task that needed them, with the files they came from.
+type SharedAnalyzer = Arc<Mutex<Option<(FaceModelPaths, Arc<FaceAnalyzer>)>>>;
+
 /// Face-analysis state of the app (runtime only).
 #[derive(Default)]
 pub(crate) struct FaceState {
@@ -37,7 +40,7 @@ pub(crate) struct FaceState {
     apply_largest: HashSet<CharacterId>,
     identity_pending: HashSet<CharacterId>,
     /// The loaded models, shared by the background tasks; reloaded when the files change.
-    models: Arc<Mutex<Option<(FaceModelPaths, Arc<FaceAnalyzer>)>>>,
+    models: SharedAnalyzer,
     /// Distinguishes the undo groups of successive hand placements.
     drags: u64,
 }
@@ -49,7 +52,7 @@ impl FaceState {
 }
 
 /// The shared analyzer for `paths`, loading it when it is missing or was loaded from other files.
-fn analyzer(slot: &Mutex<Option<(FaceModelPaths, Arc<FaceAnalyzer>)>>, paths: &FaceModelPaths) -> Result<Arc<FaceAnalyzer>, String> {
+fn analyzer(slot: &SharedAnalyzer, paths: &FaceModelPaths) -> Result<Arc<FaceAnalyzer>, String> {
     // Loading holds the lock, so two tasks started together load the 166 MB recogniser once.
     let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
     if let Some((p, a)) = guard.as_ref() {
@@ -184,7 +187,10 @@ pub(crate) fn handle(app: &mut StoryApp, task: FaceTask) {
                         f.identity = Some(identity);
                     }
                     let name = after.name.clone();
-                    app.edit_merging(Edit::UpdateCharacter { before: Box::new(before), after: Box::new(after) }, merge_key);
+                    app.edit_merging(
+                        Edit::UpdateCharacter { before: Box::new(before), after: Box::new(after) },
+                        merge_key,
+                    );
                     app.set_status(format!("Face identity computed for {name}"));
                 }
                 Err(e) => app.set_error(format!("Could not compute the face identity: {e}")),
@@ -281,23 +287,32 @@ pub(crate) fn section(app: &mut StoryApp, ui: &mut egui::Ui, c: &Character) -> O
                 } else {
                     let largest = found.largest();
                     ui.label(format!("{} face(s) in the photo; click one to use it:", found.faces.len()));
-                    for (i, f) in found.faces.iter().enumerate() {
-                        let [x1, y1, x2, y2] = f.face.bbox;
-                        let chosen = c.face.as_ref().is_some_and(|b| b.source == FaceSource::Detected && b.bbox == f.face.bbox);
-                        let text = format!(
-                            "Face {}: {:.0}×{:.0} px, score {:.2}{}",
-                            i + 1,
-                            x2 - x1,
-                            y2 - y1,
-                            f.face.score,
-                            if Some(i) == largest { " (largest)" } else { "" }
-                        );
-                        if ui.selectable_label(chosen, text).clicked() && !chosen {
-                            action = Some(FaceAction::Pick(i));
+                    egui::ScrollArea::vertical().id_salt("detected-faces").max_height(160.0).show(ui, |ui| {
+                        for (i, f) in found.faces.iter().enumerate() {
+                            let [x1, y1, x2, y2] = f.face.bbox;
+                            let chosen = c
+                                .face
+                                .as_ref()
+                                .is_some_and(|b| b.source == FaceSource::Detected && b.bbox == f.face.bbox);
+                            let text = format!(
+                                "Face {}: {:.0}×{:.0} px, score {:.2}{}",
+                                i + 1,
+                                x2 - x1,
+                                y2 - y1,
+                                f.face.score,
+                                if Some(i) == largest { " (largest)" } else { "" }
+                            );
+                            if ui.selectable_label(chosen, text).clicked() && !chosen {
+                                action = Some(FaceAction::Pick(i));
+                            }
                         }
-                    }
+                    });
                 }
-            } else if ui.button("Detect faces").on_hover_text("Find every face in the photo (insightface buffalo_l)").clicked() {
+            } else if ui
+                .button("Detect faces")
+                .on_hover_text("Find every face in the photo (insightface buffalo_l)")
+                .clicked()
+            {
                 action = Some(FaceAction::Detect);
             }
             ui.small(BUFFALO_L_LICENCE);
@@ -337,14 +352,25 @@ pub(crate) fn act(app: &mut StoryApp, id: CharacterId, action: FaceAction) {
 }
 
 /// Every detected face of the character's photo, drawn thin and numbered under the chosen one.
-pub(crate) fn paint_candidates(app: &StoryApp, painter: &egui::Painter, c: &Character, to_screen: impl Fn([f32; 2]) -> egui::Pos2) {
+pub(crate) fn paint_candidates(
+    app: &StoryApp,
+    painter: &egui::Painter,
+    c: &Character,
+    to_screen: impl Fn([f32; 2]) -> egui::Pos2,
+) {
     let Some(found) = app.faces.done.get(&c.photo.join(&app.root)) else { return };
     let colour = egui::Color32::from_rgb(240, 200, 60);
     for (i, f) in found.faces.iter().enumerate() {
         let [x1, y1, x2, y2] = f.face.bbox;
         let r = egui::Rect::from_min_max(to_screen([x1, y1]), to_screen([x2, y2]));
         painter.rect_stroke(r, 0.0, egui::Stroke::new(1.0, colour), egui::StrokeKind::Middle);
-        painter.text(r.left_top(), egui::Align2::LEFT_BOTTOM, format!("{}", i + 1), egui::FontId::proportional(13.0), colour);
+        painter.text(
+            r.left_top(),
+            egui::Align2::LEFT_BOTTOM,
+            format!("{}", i + 1),
+            egui::FontId::proportional(13.0),
+            colour,
+        );
     }
 }
 
@@ -358,7 +384,12 @@ pub(crate) enum FaceGrab {
 /// A press at `p` (photo pixels) grabs the nearest keypoint within `tolerance`, else starts a new box.
 pub(crate) fn grab(face: Option<&FaceBox>, p: [f32; 2], tolerance: f32) -> FaceGrab {
     let kps = face.and_then(|f| f.keypoints);
-    let nearest = kps.iter().flatten().enumerate().map(|(i, k)| (i, (k[0] - p[0]).hypot(k[1] - p[1]))).min_by(|a, b| a.1.total_cmp(&b.1));
+    let nearest = kps
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, k)| (i, (k[0] - p[0]).hypot(k[1] - p[1])))
+        .min_by(|a, b| a.1.total_cmp(&b.1));
     match nearest {
         Some((i, d)) if d <= tolerance => FaceGrab::Point(i),
         _ => FaceGrab::NewBox(p),
@@ -422,7 +453,13 @@ mod tests {
 
     fn face() -> FaceBox {
         let bbox = [100.0, 100.0, 212.0, 212.0];
-        FaceBox { bbox, keypoints: Some(template_keypoints(bbox)), score: Some(0.9), source: FaceSource::Detected, identity: Some(vec![1.0; 4]) }
+        FaceBox {
+            bbox,
+            keypoints: Some(template_keypoints(bbox)),
+            score: Some(0.9),
+            source: FaceSource::Detected,
+            identity: Some(vec![1.0; 4]),
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod app;
 mod background;
+mod bubble_editor;
 mod character_editor;
 mod characters;
 pub mod export_dialog;

@@ -59,9 +59,10 @@ pub fn run_export(
 
 /// Runs a poppler-utils tool and returns its standard output.
 pub fn poppler(tool: &str, args: &[&str]) -> String {
-    let out = Command::new(tool).args(args).output().unwrap_or_else(|e| {
-        panic!("could not run `{tool}` ({e}): install poppler-utils (scripts/deps.sh does it)")
-    });
+    let out = Command::new(tool)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("could not run `{tool}` ({e}): install poppler-utils (scripts/deps.sh does it)"));
     assert!(out.status.success(), "{tool} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

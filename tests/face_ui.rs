@@ -1,0 +1,141 @@
+//! Face analysis in the character editor, driven through the real `StoryApp` (egui_kittest, headless): the
+//! automatic detection when a character without a face is opened (largest face, one undo step), picking another
+//! detected face, placing a keypoint by hand (the identity is recomputed at it), and the messages without models.
+//! The models folder holds the synthetic buffalo_l stand-ins of tests/fixtures/face (real loader, real threads).
+#![cfg(feature = "gui")]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use egui::{Key, Modifiers};
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use storymaker::app_dirs::AppPaths;
+use storymaker::face::{find_face_models, FaceAnalyzer};
+use storymaker::story::FaceSource;
+use storymaker::ui::{AppEnv, NoDialogs, StoryApp};
+
+fn harness(home: &Path) -> Harness<'static, StoryApp> {
+    let paths = AppPaths::under(home);
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1280.0, 800.0))
+        .with_max_steps(16)
+        .build_eframe(move |cc| StoryApp::new(cc, AppEnv { paths, dialogs: Arc::new(NoDialogs), open: None }));
+    step_until(&mut h, "the photos to load", |a| !a.is_busy());
+    h
+}
+
+fn step_until(h: &mut Harness<'static, StoryApp>, what: &str, done: impl Fn(&StoryApp) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done(h.state()) {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    h.run();
+}
+
+/// `<home>/data/models/buffalo_l/` with the synthetic detector and recogniser.
+fn install_models(home: &Path) -> PathBuf {
+    let dir = home.join("data/models/buffalo_l");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/face");
+    std::fs::copy(fixtures.join("scrfd_tiny.onnx"), dir.join("det_10g.onnx")).expect("copy");
+    std::fs::copy(fixtures.join("arcface_tiny.onnx"), dir.join("w600k_r50.onnx")).expect("copy");
+    home.join("data/models")
+}
+
+fn undo(h: &mut Harness<'static, StoryApp>) {
+    h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    h.run();
+}
+
+#[test]
+fn without_models_the_editor_says_what_is_missing_and_what_to_do() {
+    let home = tempfile::tempdir().expect("tmp");
+    let mut h = harness(home.path());
+    h.get_by_label("Lav").click();
+    h.run();
+    assert!(h.state().project().characters[1].face.is_none());
+    h.get_by_label_contains("Automatic face detection is unavailable");
+    h.get_by_label_contains("non-commercial research");
+    h.get_by_label_contains("cannot be used in panels");
+    h.get_by_label("Import face data…");
+    assert!(!h.state().is_busy(), "nothing was started");
+}
+
+#[test]
+fn opening_a_character_without_a_face_takes_the_largest_and_others_can_be_picked() {
+    let home = tempfile::tempdir().expect("tmp");
+    let models = install_models(home.path());
+    let mut h = harness(home.path());
+    let lav = h.state().project().characters[1].clone();
+    assert!(lav.face.is_none());
+    h.get_by_label("Lav").click();
+    step_until(&mut h, "face detection", |a| a.project().characters[1].face.is_some() && !a.is_busy());
+    // The same analysis run directly: the editor applied its largest face with that face's identity.
+    let analyzer = FaceAnalyzer::load(&find_face_models(&models).expect("models")).expect("load");
+    let photo = image::open(lav.photo.join(h.state().project_root())).expect("photo").to_rgb8();
+    let faces = analyzer.analyze(&photo).expect("analyze");
+    let largest = &faces.faces[faces.largest().expect("faces")];
+    let face = h.state().project().characters[1].face.clone().expect("face");
+    assert_eq!(face.source, FaceSource::Detected);
+    assert_eq!(face.bbox, largest.face.bbox);
+    assert_eq!(face.keypoints, Some(largest.face.kps));
+    assert_eq!(face.identity, largest.identity);
+    assert_eq!(face.identity.as_ref().map(Vec::len), Some(512));
+    // Every face is listed; picking another is one more undo step.
+    assert!(faces.faces.len() > 1, "the random detector finds several faces");
+    let other = if faces.largest() == Some(0) { 1 } else { 0 };
+    h.get_by_label_contains(&format!("Face {}:", other + 1)).click();
+    h.run();
+    let picked = h.state().project().characters[1].face.clone().expect("face");
+    assert_eq!(picked.bbox, faces.faces[other].face.bbox);
+    undo(&mut h);
+    assert_eq!(h.state().project().characters[1].face.as_ref(), Some(&face));
+    undo(&mut h);
+    assert_eq!(h.state().project().characters[1], lav, "detection was one undo step");
+}
+
+#[test]
+fn a_keypoint_dragged_by_hand_gets_a_new_identity_in_the_same_undo_step() {
+    let home = tempfile::tempdir().expect("tmp");
+    install_models(home.path());
+    let mut h = harness(home.path());
+    h.get_by_label("Lav").click();
+    step_until(&mut h, "face detection", |a| a.project().characters[1].face.is_some() && !a.is_busy());
+    let detected = h.state().project().characters[1].clone();
+    let face = detected.face.clone().expect("face");
+    h.get_by_label("Face (F)").click();
+    h.run();
+    // The nose keypoint, on screen.
+    let canvas = h.get_by_label("Character canvas").rect();
+    let scale = canvas.width() / detected.photo_size[0] as f32;
+    let nose = face.keypoints.expect("kps")[2];
+    let start = canvas.min + egui::vec2(nose[0], nose[1]) * scale;
+    let end = start + egui::vec2(12.0, -8.0);
+    h.hover_at(start);
+    h.run();
+    h.drag_at(start);
+    h.run();
+    for t in [0.5, 1.0] {
+        h.hover_at(start + (end - start) * t);
+        h.run();
+    }
+    h.drop_at(end);
+    h.run();
+    step_until(&mut h, "the new identity", |a| {
+        a.project().characters[1].face.as_ref().is_some_and(|f| f.identity.is_some()) && !a.is_busy()
+    });
+    let moved = h.state().project().characters[1].face.clone().expect("face");
+    assert_eq!(moved.source, FaceSource::Manual);
+    let kps = moved.keypoints.expect("kps");
+    assert!((kps[2][0] - (nose[0] + 12.0 / scale)).abs() < 2.0 / scale + 0.5, "{kps:?}");
+    assert_eq!(kps[0], face.keypoints.expect("kps")[0], "only the dragged keypoint moved");
+    assert_ne!(moved.identity, face.identity, "the identity follows the keypoints");
+    let norm: f32 = moved.identity.as_ref().expect("identity").iter().map(|v| v * v).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-4);
+    undo(&mut h);
+    assert_eq!(h.state().project().characters[1], detected, "drag + identity undo as one step");
+}
