@@ -161,6 +161,9 @@ pub fn show(app: &mut StoryApp, ui: &mut egui::Ui, id: PanelId) {
             ui.separator();
             labelled_text(ui, "Caption", &mut p.caption, false, "Printed under the panel");
             labelled_text(ui, "Dialogue", &mut p.dialogue, true, "Shown in a speech bubble");
+            if !p.dialogue.trim().is_empty() {
+                bubble_placement(ui, &mut p);
+            }
             ui.separator();
             variants(app, ui, &mut p);
         });
@@ -429,4 +432,34 @@ fn variants(app: &mut StoryApp, ui: &mut egui::Ui, p: &mut Panel) {
             }
         });
     }
+}
+
+/// Where this panel's speech bubble goes on export (centre, tail tip, width as fractions of the
+/// frame); automatic until the artist moves it.
+fn bubble_placement(ui: &mut egui::Ui, p: &mut Panel) {
+    egui::CollapsingHeader::new("Speech bubble placement").id_salt("bubble-placement").show(ui, |ui| {
+        let mut b = p.bubble.unwrap_or_default();
+        let before = b;
+        egui::Grid::new("panel-bubble").num_columns(2).show(ui, |ui| {
+            let row = |ui: &mut egui::Ui, label: &str, v: &mut f32, lo: f32| {
+                let l = ui.label(label);
+                ui.add(egui::Slider::new(v, lo..=1.0).fixed_decimals(2)).labelled_by(l.id);
+                ui.end_row();
+            };
+            row(ui, "Bubble x", &mut b.center[0], 0.0);
+            row(ui, "Bubble y", &mut b.center[1], 0.0);
+            row(ui, "Tail x", &mut b.tail[0], 0.0);
+            row(ui, "Tail y", &mut b.tail[1], 0.0);
+            row(ui, "Bubble size", &mut b.width, 0.2);
+        });
+        if b != before {
+            p.bubble = Some(b);
+        }
+        ui.horizontal(|ui| {
+            if ui.add_enabled(p.bubble.is_some(), egui::Button::new("Automatic placement")).clicked() {
+                p.bubble = None;
+            }
+            ui.small(if p.bubble.is_some() { "placed by hand" } else { "placed automatically" });
+        });
+    });
 }
