@@ -113,11 +113,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 Event::Status { job, message, .. } if pending.contains_key(&job) => {
                     let _ = writeln!(err, "\r{message}");
                 }
-                Event::Done { job, output, seed, models, scheduler, .. } => {
+                Event::Done { job, output, seed, models, scheduler, consistency, .. } => {
                     let Some((i, panel)) = pending.remove(&job) else { continue };
                     done += 1;
                     let v = variant_for(&root, &made_from[&panel], &output, seed, models, scheduler)
                         .map_err(anyhow::Error::msg)?;
+                    let v = crate::story::Variant { consistency, ..v };
+                    if let Some(c) = consistency {
+                        let _ = writeln!(err, "\rpanel {}: face match with the cast {c:.2}", i + 1);
+                    }
                     let copy = out_dir.join(format!("panel-{}-{seed}.png", i + 1));
                     std::fs::copy(&output, &copy).with_context(|| format!("copying to {}", copy.display()))?;
                     if let Some(p) = project.panels.iter_mut().find(|p| p.id == panel) {

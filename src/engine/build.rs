@@ -94,6 +94,7 @@ pub fn variant_for(
         cast: made_from.cast.clone(),
         models,
         scheduler,
+        consistency: None,
     })
 }
 

@@ -82,6 +82,8 @@ pub enum Event {
         panel: PanelId,
         output: PathBuf,
         seed: u64,
+        /// Face match with the cast (0..1), when the face models are installed.
+        consistency: Option<f32>,
         models: Vec<String>,
         scheduler: String,
     },

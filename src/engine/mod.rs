@@ -5,6 +5,7 @@
 //! a job without one runs plain SDXL with the adapter neutralised.
 
 pub mod build;
+pub mod consistency;
 pub mod job;
 pub mod models;
 
@@ -53,6 +54,7 @@ impl Engine {
             cancel: cancel.clone(),
             queue: VecDeque::new(),
             models: models::ModelCache::default(),
+            faces: None,
             current: None,
         };
         let thread = std::thread::Builder::new().name("storymaker-engine".into()).spawn(move || worker.run())?;
@@ -101,6 +103,8 @@ struct Worker {
     cancel: Arc<AtomicBool>,
     queue: VecDeque<Job>,
     models: models::ModelCache,
+    /// Face models for the consistency score, per models folder (`Err`: not installed there).
+    faces: Option<(std::path::PathBuf, Result<Arc<crate::face::analysis::FaceAnalyzer>, String>)>,
     /// The job being generated (a Cancel for it sets `cancel`).
     current: Option<JobId>,
 }
@@ -174,6 +178,27 @@ impl Worker {
             }
             self.current = None;
         }
+    }
+
+    /// ArcFace similarity of the image's faces with the cast's identities, when buffalo_l is
+    /// installed and the cast has identities (a missing face model only skips the score).
+    fn consistency(&mut self, job: &Job, image: &image::RgbImage) -> Option<f32> {
+        let ids: Vec<&[f32]> =
+            job.cast.iter().filter_map(|c| c.face.as_ref().and_then(|f| f.identity.as_deref())).collect();
+        if ids.is_empty() {
+            return None;
+        }
+        if self.faces.as_ref().is_none_or(|(dir, _)| *dir != job.models_dir) {
+            let loaded = crate::face::analysis::find_face_models(&job.models_dir)
+                .map_err(|e| e.to_string())
+                .and_then(|paths| crate::face::analysis::FaceAnalyzer::load(&paths).map_err(|e| e.to_string()))
+                .map(Arc::new);
+            self.faces = Some((job.models_dir.clone(), loaded));
+        }
+        let analyzer = self.faces.as_ref()?.1.as_ref().ok()?.clone();
+        let faces = analyzer.analyze(image).ok()?;
+        // The tiny test adapter's 32-value identities cannot be compared with 512-d ArcFace.
+        consistency::consistency_score(&faces, &ids)
     }
 
     /// Runs one job: models (loaded once), SDXL generation with per-step progress and cancel,
@@ -313,11 +338,13 @@ impl Worker {
         }
         crate::story::persist::atomic_write(&job.output, &png)
             .map_err(|e| format!("could not save {}: {e}", job.output.display()))?;
+        let consistency = self.consistency(job, &generated.image);
         self.send(Event::Done {
             job: job.id,
             panel: job.panel,
             output: job.output.clone(),
             seed: job.seed,
+            consistency,
             models: record,
             scheduler: SchedulerKind::UniPc.name().into(),
         });

@@ -125,6 +125,9 @@ pub struct Variant {
     pub models: Vec<String>,
     #[serde(default)]
     pub scheduler: String,
+    /// ArcFace similarity of the image's faces with the cast (mean of each character's best match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<f32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

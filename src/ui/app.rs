@@ -791,11 +791,11 @@ impl StoryApp {
                 self.set_status("Generation cancelled".into());
             }
             Event::Status { message, .. } => self.set_status(message),
-            Event::Done { job, output, seed, models, scheduler, .. } => {
+            Event::Done { job, output, seed, models, scheduler, consistency, .. } => {
                 self.panel_status.remove(&panel);
                 self.previews.remove(&panel);
                 let made_from = self.jobs.remove(&job);
-                self.add_variant(panel, made_from, &output, seed, models, scheduler);
+                self.add_variant(panel, made_from, &output, seed, models, scheduler, consistency);
             }
         }
     }
@@ -810,6 +810,7 @@ impl StoryApp {
         seed: u64,
         models: Vec<String>,
         scheduler: String,
+        consistency: Option<f32>,
     ) {
         let Some(i) = self.doc.panel_index(panel) else {
             self.set_status(
@@ -820,7 +821,7 @@ impl StoryApp {
         let before = self.doc.panels[i].clone();
         let src = made_from.unwrap_or_else(|| before.clone());
         let variant = match crate::engine::build::variant_for(&self.root, &src, output, seed, models, scheduler) {
-            Ok(v) => v,
+            Ok(v) => crate::story::Variant { consistency, ..v },
             Err(e) => {
                 self.set_error(e);
                 return;

@@ -370,6 +370,17 @@ fn variants(app: &mut StoryApp, ui: &mut egui::Ui, p: &mut Panel) {
         ui.label(format!("Variants ({})", p.variants.len()));
         ui.checkbox(&mut app.compare.enabled, "Compare side by side")
             .on_hover_text("Tick variants to see them next to each other at a larger size");
+        let best = p
+            .variants
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.consistency.map(|c| (i, c)))
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((i, _)) = best {
+            if ui.button("Best of N").on_hover_text("Pick the variant whose faces match the cast best").clicked() {
+                p.chosen = Some(i);
+            }
+        }
     });
     let key = p.id;
     ui.horizontal_wrapped(|ui| {
@@ -395,6 +406,10 @@ fn variants(app: &mut StoryApp, ui: &mut egui::Ui, p: &mut Panel) {
                 };
                 if clicked {
                     p.chosen = Some(i);
+                }
+                if let Some(c) = v.consistency {
+                    ui.small(format!("face match {c:.2}"))
+                        .on_hover_text("ArcFace similarity of the faces in this image with the cast");
                 }
                 if app.compare.enabled {
                     let mut on = app.compare.picked.contains(&(key, i));

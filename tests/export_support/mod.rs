@@ -23,6 +23,7 @@ fn variant(image: &str) -> Variant {
         cast: Vec::new(),
         models: Vec::new(),
         scheduler: String::new(),
+        consistency: None,
     }
 }
 
