@@ -193,8 +193,8 @@ fn adapter_options(adapter: &Path) -> Result<AdapterOptions, String> {
 
 fn no_face(name: &str) -> String {
     format!(
-        "{name} has no face identity: import the character's face data (the reference's {{id, kps}} .bin) in the \
-         character editor"
+        "{name} has no face identity: open the character, let it find the face (needs buffalo_l in the models \
+         folder), place the 5 keypoints with the Face tool, or import its face data ({{id, kps}} .bin)"
     )
 }
 

@@ -260,7 +260,10 @@ fn cast_editor(app: &StoryApp, ui: &mut egui::Ui, p: &mut Panel) {
                 if c.face.as_ref().and_then(|f| f.identity.as_ref()).is_none() {
                     ui.colored_label(
                         ui.visuals().warn_fg_color,
-                        format!("{} has no face identity yet: import its face data in the character editor.", c.name),
+                        format!(
+                            "{} has no face identity yet: open the character to find its face, or place or import it.",
+                            c.name
+                        ),
                     );
                 }
             }

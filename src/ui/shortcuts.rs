@@ -81,6 +81,6 @@ pub const HELP: &[(&str, &str)] = &[
     ("Ctrl+Enter", "Generate the selected panel"),
     ("Delete", "Delete the selected panel or character"),
     ("← / →", "Previous / next panel"),
-    ("B / E / C", "Brush, eraser, crop tool (character editor)"),
+    ("B / E / C / F", "Brush, eraser, crop, face-keypoint tool (character editor)"),
     ("[ / ]", "Smaller / larger brush"),
 ];
