@@ -795,38 +795,31 @@ impl StoryApp {
                 self.panel_status.remove(&panel);
                 self.previews.remove(&panel);
                 let made_from = self.jobs.remove(&job);
-                self.add_variant(panel, made_from, &output, seed, models, scheduler, consistency);
+                let src = made_from.or_else(|| self.doc.panel(panel).cloned());
+                match src
+                    .map(|src| crate::engine::build::variant_for(&self.root, &src, &output, seed, models, scheduler))
+                {
+                    Some(Ok(v)) => self.add_variant(panel, crate::story::Variant { consistency, ..v }),
+                    Some(Err(e)) => self.set_error(e),
+                    None => self.set_status(
+                        "A generated image arrived for a panel that was deleted; it is kept in assets/images".into(),
+                    ),
+                }
             }
         }
     }
 
     /// Records a finished image as the panel's newest variant (one undoable step; the file stays
     /// in the project's assets either way).
-    fn add_variant(
-        &mut self,
-        panel: PanelId,
-        made_from: Option<crate::story::Panel>,
-        output: &Path,
-        seed: u64,
-        models: Vec<String>,
-        scheduler: String,
-        consistency: Option<f32>,
-    ) {
+    fn add_variant(&mut self, panel: PanelId, variant: crate::story::Variant) {
         let Some(i) = self.doc.panel_index(panel) else {
             self.set_status(
                 "A generated image arrived for a panel that was deleted; it is kept in assets/images".into(),
             );
             return;
         };
+        let seed = variant.seed;
         let before = self.doc.panels[i].clone();
-        let src = made_from.unwrap_or_else(|| before.clone());
-        let variant = match crate::engine::build::variant_for(&self.root, &src, output, seed, models, scheduler) {
-            Ok(v) => crate::story::Variant { consistency, ..v },
-            Err(e) => {
-                self.set_error(e);
-                return;
-            }
-        };
         let mut after = before.clone();
         after.variants.push(variant);
         after.chosen = Some(after.variants.len() - 1);
