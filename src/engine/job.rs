@@ -75,6 +75,8 @@ pub enum Event {
         job: JobId,
         panel: PanelId,
         image: std::sync::Arc<image::RgbImage>,
+        /// The same step's latents, for the GPU preview shader.
+        latents: std::sync::Arc<crate::pipeline::preview::LatentFrame>,
     },
     /// The image is written to the job's `output`; everything needed to reproduce it is here.
     Done {

@@ -283,8 +283,11 @@ impl Worker {
                 total: info.total as u32,
             });
             // The x0 prediction shows the final picture early; the latents are noisy until the end.
-            if let Ok(image) = crate::pipeline::preview::latent_preview(info.pred_original.unwrap_or(info.latents)) {
-                let _ = events.send(Event::Preview { job: job.id, panel: job.panel, image: Arc::new(image) });
+            if let Ok(frame) =
+                crate::pipeline::preview::LatentFrame::from_tensor(info.pred_original.unwrap_or(info.latents))
+            {
+                let image = Arc::new(frame.to_rgb());
+                let _ = events.send(Event::Preview { job: job.id, panel: job.panel, image, latents: Arc::new(frame) });
             }
             wake();
             // A Cancel for this job may be waiting in the command channel.

@@ -35,6 +35,14 @@ pub struct AppEnv {
     pub open: Option<PathBuf>,
 }
 
+/// The newest live preview of a running panel: the CPU-mapped image (fallback) and the latents
+/// (GPU shader), with the fallback's texture once uploaded.
+struct Preview {
+    image: Arc<image::RgbImage>,
+    latents: Arc<crate::pipeline::preview::LatentFrame>,
+    texture: Option<egui::TextureHandle>,
+}
+
 /// Which variants the artist compares side by side (runtime only).
 #[derive(Debug, Default, Clone)]
 pub struct CompareState {
@@ -89,7 +97,9 @@ pub struct StoryApp {
     /// Variant comparison: on/off and the ticked (panel, variant index) pairs.
     pub(crate) compare: CompareState,
     /// The newest live preview per running panel, and its texture once shown.
-    previews: HashMap<PanelId, (Arc<image::RgbImage>, Option<egui::TextureHandle>)>,
+    previews: HashMap<PanelId, Preview>,
+    /// Draws the previews (WGSL shader on wgpu, CPU image otherwise).
+    pub(crate) latent_view: super::latent_view::LatentView,
     title_shown: String,
     /// The CLIP tokenizer for prompt-length warnings, loaded once in the background.
     pub(crate) tokenizer: Arc<std::sync::OnceLock<Option<crate::models::tokenizer::ClipTokenizer>>>,
@@ -106,7 +116,9 @@ impl StoryApp {
     /// Creates the app from eframe's creation context (the real window and the kittest harness).
     pub fn new(cc: &eframe::CreationContext<'_>, env: AppEnv) -> StoryApp {
         let overlay = MaskOverlay::new(cc.wgpu_render_state.as_ref());
-        StoryApp::with_context(&cc.egui_ctx, env, overlay)
+        let mut app = StoryApp::with_context(&cc.egui_ctx, env, overlay);
+        app.latent_view = super::latent_view::LatentView::new(cc.wgpu_render_state.as_ref());
+        app
     }
 
     fn with_context(ctx: &egui::Context, env: AppEnv, overlay: MaskOverlay) -> StoryApp {
@@ -140,6 +152,7 @@ impl StoryApp {
             models_view: Default::default(),
             variants_per_run: 1,
             previews: HashMap::new(),
+            latent_view: super::latent_view::LatentView::new(None),
             compare: CompareState::default(),
             title_shown: String::new(),
             tokenizer: Arc::new(std::sync::OnceLock::new()),
@@ -371,15 +384,17 @@ impl StoryApp {
         }
     }
 
-    /// The live preview of a running panel as a texture (uploaded when a new one arrived).
-    pub(crate) fn preview_texture(&mut self, ctx: &egui::Context, panel: PanelId) -> Option<egui::TextureHandle> {
-        let (img, tex) = self.previews.get_mut(&panel)?;
-        if tex.is_none() {
-            let size = [img.width() as usize, img.height() as usize];
-            let color = egui::ColorImage::from_rgb(size, img.as_raw());
-            *tex = Some(ctx.load_texture(format!("preview-{}", panel.0), color, egui::TextureOptions::LINEAR));
+    /// Draws the live preview of a running panel into `rect` (false when there is none).
+    pub(crate) fn paint_preview(&mut self, ui: &mut egui::Ui, panel: PanelId, rect: egui::Rect) -> bool {
+        let Some(p) = self.previews.get_mut(&panel) else { return false };
+        if !self.latent_view.uses_gpu() && p.texture.is_none() {
+            let size = [p.image.width() as usize, p.image.height() as usize];
+            let color = egui::ColorImage::from_rgb(size, p.image.as_raw());
+            p.texture =
+                Some(ui.ctx().load_texture(format!("preview-{}", panel.0), color, egui::TextureOptions::LINEAR));
         }
-        tex.clone()
+        self.latent_view.paint(ui, rect, &p.latents, p.texture.as_ref());
+        true
     }
 
     /// The variants of `panel` ticked for side-by-side comparison (when comparing is on).
@@ -775,8 +790,8 @@ impl StoryApp {
             Event::Progress { job, step, total, .. } => {
                 self.panel_status.insert(panel, PanelStatus::Running { job, step, total });
             }
-            Event::Preview { image, .. } => {
-                self.previews.insert(panel, (image, None));
+            Event::Preview { image, latents, .. } => {
+                self.previews.insert(panel, Preview { image, latents, texture: None });
             }
             Event::Failed { job, reason, .. } => {
                 self.jobs.remove(&job);

@@ -10,6 +10,7 @@ pub mod export_dialog;
 mod face_panel;
 pub mod file_dialog;
 mod images;
+mod latent_view;
 mod models_view;
 pub mod overlay;
 mod panel_editor;

@@ -407,7 +407,7 @@ fn tint_vertex_color(style: &OverlayStyle) -> Color32 {
 /// egui's default callback viewport is `rect` rounded and clamped to the screen, which would
 /// squash the photo when the canvas is zoomed or scrolled past the window edge; drawing only the
 /// visible part with the matching uv range keeps the mapping exact.
-fn visible_viewport(rect: Rect, pixels_per_point: f32, screen_px: [u32; 2]) -> Option<([f32; 4], [f32; 4])> {
+pub(super) fn visible_viewport(rect: Rect, pixels_per_point: f32, screen_px: [u32; 2]) -> Option<([f32; 4], [f32; 4])> {
     let full = [
         rect.min.x * pixels_per_point,
         rect.min.y * pixels_per_point,
@@ -509,7 +509,7 @@ struct OverlayCallback {
 }
 
 /// Polls a future once: wgpu-core resolves error scopes immediately on native.
-fn poll_now<F: Future>(future: F) -> Option<F::Output> {
+pub(super) fn poll_now<F: Future>(future: F) -> Option<F::Output> {
     let mut future = std::pin::pin!(future);
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     match future.as_mut().poll(&mut cx) {
@@ -833,7 +833,7 @@ impl egui_wgpu::CallbackTrait for OverlayCallback {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::imaging::Mask;
 
@@ -1091,8 +1091,8 @@ mod tests {
     // Real device: render through egui_wgpu's renderer (as eframe does) into an offscreen
     // texture, once with the shader and once with the CPU fallback, and compare pixels.
 
-    struct TestGpu {
-        render_state: egui_wgpu::RenderState,
+    pub(in crate::ui) struct TestGpu {
+        pub(in crate::ui) render_state: egui_wgpu::RenderState,
     }
 
     fn block_on<F: Future>(future: F) -> Option<F::Output> {
@@ -1110,7 +1110,7 @@ mod tests {
         }
     }
 
-    fn test_gpu(target_format: wgpu::TextureFormat) -> Result<TestGpu, String> {
+    pub(in crate::ui) fn test_gpu(target_format: wgpu::TextureFormat) -> Result<TestGpu, String> {
         // Vulkan/Metal/DX12 (lavapipe on CI); `WGPU_BACKEND` overrides. Skipping GL avoids EGL noise.
         let desc = wgpu::InstanceDescriptor {
             backends: wgpu::Backends::PRIMARY,
@@ -1141,10 +1141,10 @@ mod tests {
         })
     }
 
-    const SIZE: u32 = 64; // 64 * 4 bytes = 256: a valid bytes_per_row for the readback copy
+    pub(in crate::ui) const SIZE: u32 = 64; // 64 * 4 bytes = 256: a valid bytes_per_row for the readback copy
 
     /// One egui frame rendered like eframe does; returns RGBA8 rows of the target.
-    fn render(gpu: &TestGpu, ctx: &egui::Context, run: impl FnMut(&mut egui::Ui)) -> Vec<[u8; 4]> {
+    pub(in crate::ui) fn render(gpu: &TestGpu, ctx: &egui::Context, run: impl FnMut(&mut egui::Ui)) -> Vec<[u8; 4]> {
         let rs = &gpu.render_state;
         let (device, queue) = (&rs.device, &rs.queue);
         let input = egui::RawInput {

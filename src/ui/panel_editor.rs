@@ -73,12 +73,13 @@ pub fn show(app: &mut StoryApp, ui: &mut egui::Ui, id: PanelId) {
     if let Some(PanelStatus::Failed(reason)) = app.panel_status.get(&id) {
         ui.colored_label(ui.visuals().error_fg_color, format!("Generation failed: {reason}"));
     }
-    if let Some(tex) = app.preview_texture(ui.ctx(), id) {
+    if app.has_preview(id) {
         // The image forming (latents mapped to colour), at the panel's aspect.
         let aspect = p.params.width as f32 / p.params.height.max(1) as f32;
         let w = ui.available_width().min(256.0);
-        ui.add(egui::Image::new(&tex).fit_to_exact_size(egui::vec2(w, w / aspect)))
-            .on_hover_text("Live preview (approximate colours; the final image is decoded by the VAE)");
+        let (rect, response) = ui.allocate_exact_size(egui::vec2(w, w / aspect), egui::Sense::hover());
+        app.paint_preview(ui, id, rect);
+        response.on_hover_text("Live preview (approximate colours; the final image is decoded by the VAE)");
     }
     ui.separator();
     // No drag-to-scroll: drags belong to the pose canvas and sliders.
