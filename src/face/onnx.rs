@@ -95,6 +95,8 @@ pub struct ModelInfo {
     pub normalises_input: bool,
     /// How many constant `DequantizeLinear` nodes were folded to float32.
     pub dequantized: usize,
+    /// How many fp16 tensors, casts and declarations were rewritten to float32 ([`OnnxModel::read_as_f32`]).
+    pub half_converted: usize,
 }
 
 /// A parsed, cleaned ONNX graph (see the module doc); [`OnnxModel::prepare`] compiles it for one input size.
@@ -117,6 +119,22 @@ impl OnnxModel {
 
     /// As [`Self::read`] from bytes in memory; `source` names them in messages.
     pub fn from_bytes(bytes: &[u8], source: &str) -> Result<OnnxModel, OnnxError> {
+        OnnxModel::from_bytes_with(bytes, source, false)
+    }
+
+    /// As [`Self::read`], but half-precision (fp16) weights and casts are rewritten to float32 instead of being
+    /// refused: segmentation models are often published as fp16, and tract runs those >60x slower.
+    pub fn read_as_f32(path: &Path) -> Result<OnnxModel, OnnxError> {
+        let shown = path.display().to_string();
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(|source| OnnxError::Io { path: shown.clone(), source })?;
+        OnnxModel::from_bytes_with(&bytes, &shown, true)
+    }
+
+    /// As [`Self::from_bytes`]; `half_to_float` converts fp16 graphs (see [`Self::read_as_f32`]).
+    pub fn from_bytes_with(bytes: &[u8], source: &str, half_to_float: bool) -> Result<OnnxModel, OnnxError> {
         let shown = source.to_string();
         let mut reader: &[u8] = bytes;
         let proto = guarded(&shown, || tract_onnx::onnx().proto_model_for_read(&mut reader))
@@ -134,8 +152,13 @@ impl OnnxModel {
         let mut model = OnnxModel { proto, info: empty_info(), source: shown };
         model.info.dequantized = model.fold_dequantize()?;
         model.drop_non_data_inputs();
+        if half_to_float {
+            model.info.half_converted = model.convert_half()?;
+        }
         model.check_precision()?;
+        let half_converted = model.info.half_converted;
         model.info = model.describe(model.info.dequantized)?;
+        model.info.half_converted = half_converted;
         Ok(model)
     }
 
@@ -230,6 +253,55 @@ impl OnnxModel {
         graph.input.retain(|i| used.contains(&i.name) && !inits.contains(&i.name));
     }
 
+    /// Rewrites a half-precision graph to float32: fp16 initializers and constant attributes become float32
+    /// values, `Cast(to=FLOAT16)` becomes `Cast(to=FLOAT)`, and fp16 declarations of inputs, outputs and
+    /// intermediate values become float32. The arithmetic is then done in float32 (slightly more precise than the
+    /// fp16 original, never less). Returns how many items were rewritten.
+    fn convert_half(&mut self) -> Result<usize, OnnxError> {
+        let source = self.source.clone();
+        let Some(graph) = self.proto.graph.as_mut() else { return Ok(0) };
+        let half = DataType::Float16 as i32;
+        let float = DataType::Float as i32;
+        let mut count = 0;
+        let to_float = |t: &TensorProto| -> Result<TensorProto, OnnxError> {
+            let (shape, values) = tensor_values(t, &source)?;
+            Ok(TensorProto {
+                dims: shape.iter().map(|&d| d as i64).collect(),
+                data_type: float,
+                name: t.name.clone(),
+                raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ..Default::default()
+            })
+        };
+        for t in graph.initializer.iter_mut().filter(|t| t.data_type == half) {
+            *t = to_float(t)?;
+            count += 1;
+        }
+        for node in graph.node.iter_mut() {
+            let is_cast = node.op_type == "Cast" && node.domain.is_empty();
+            for a in node.attribute.iter_mut() {
+                if let Some(t) = a.t.as_mut().filter(|t| t.data_type == half) {
+                    *t = to_float(t)?;
+                    count += 1;
+                }
+                if is_cast && a.name == "to" && a.i == half as i64 {
+                    a.i = float as i64;
+                    count += 1;
+                }
+            }
+        }
+        let declared = graph.input.iter_mut().chain(graph.output.iter_mut()).chain(graph.value_info.iter_mut());
+        for v in declared {
+            if let Some(type_proto::Value::TensorType(t)) = v.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+                if t.elem_type == half {
+                    t.elem_type = float;
+                    count += 1;
+                }
+            }
+        }
+        Ok(count)
+    }
+
     fn check_precision(&self) -> Result<(), OnnxError> {
         let Some(graph) = self.proto.graph.as_ref() else { return Ok(()) };
         let half = DataType::Float16 as i32;
@@ -288,6 +360,7 @@ impl OnnxModel {
             output_names: graph.output.iter().map(|o| o.name.clone()).collect(),
             normalises_input: starts_with_sub_mul(&graph.node, &input.name),
             dequantized,
+            half_converted: 0,
         })
     }
 }
@@ -299,6 +372,7 @@ fn empty_info() -> ModelInfo {
         output_names: Vec::new(),
         normalises_input: false,
         dequantized: 0,
+        half_converted: 0,
     }
 }
 

@@ -110,6 +110,7 @@ pub struct StoryApp {
     pub(crate) export_dialog: super::export_dialog::ExportDialog,
     /// Face analysis: per-photo results, tasks in flight, the loaded models (face_panel.rs).
     pub(crate) faces: super::face_panel::FaceState,
+    pub(crate) auto_mask: super::auto_mask::AutoMaskState,
 }
 
 impl StoryApp {
@@ -159,6 +160,7 @@ impl StoryApp {
             jobs: HashMap::new(),
             export_dialog: Default::default(),
             faces: Default::default(),
+            auto_mask: Default::default(),
         };
         let cell = app.tokenizer.clone();
         let repaint = ctx.clone();
@@ -260,7 +262,11 @@ impl StoryApp {
     }
 
     pub fn is_busy(&self) -> bool {
-        self.saving || self.pending_imports > 0 || self.images.any_loading() || self.faces.is_busy()
+        self.saving
+            || self.pending_imports > 0
+            || self.images.any_loading()
+            || self.faces.is_busy()
+            || self.auto_mask.is_busy()
     }
 
     pub fn panel_status(&self, id: PanelId) -> Option<&PanelStatus> {
@@ -695,6 +701,7 @@ impl StoryApp {
             TaskResult::FolderPicked { purpose: FolderPurpose::New, folder } => self.new_project(folder),
             TaskResult::FolderPicked { purpose: FolderPurpose::Models, folder } => self.set_models_dir(folder),
             TaskResult::Faces(task) => super::face_panel::handle(self, task),
+            TaskResult::AutoMask(done) => super::auto_mask::handle(self, done),
         }
     }
 

@@ -42,6 +42,8 @@ pub enum TaskResult {
     },
     /// Face detection of a photo, or an identity at hand-placed keypoints (src/ui/face_panel.rs).
     Faces(super::face_panel::FaceTask),
+    /// A person-segmentation mask for a character (src/ui/auto_mask.rs).
+    AutoMask(super::auto_mask::AutoMaskDone),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

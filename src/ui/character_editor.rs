@@ -148,6 +148,7 @@ pub fn show(app: &mut StoryApp, ui: &mut egui::Ui, id: CharacterId) {
     let before = app.doc.characters[index].clone();
     let mut c = before.clone();
     let mut mask_action: Option<u8> = None;
+    let mut auto_mask = false;
     let mut face_action = None;
     egui::Panel::right("character-props").resizable(true).default_size(260.0).show(ui, |ui| {
         ui.heading("Character");
@@ -183,6 +184,17 @@ pub fn show(app: &mut StoryApp, ui: &mut egui::Ui, id: CharacterId) {
                 mask_action = Some(0);
             }
         });
+        ui.horizontal(|ui| {
+            let running = app.auto_mask.is_running(id);
+            let hint = "Mask the person with the segmentation model in <models>/segmentation/, then refine with the \
+                        brush; Alt+click a person to keep only them";
+            if ui.add_enabled(!running, egui::Button::new("Auto mask")).on_hover_text(hint).clicked() {
+                auto_mask = true;
+            }
+            if running {
+                ui.spinner();
+            }
+        });
         if ui.button("Reset crop").clicked() {
             c.crop = CropRect::full(c.photo_size);
         }
@@ -204,6 +216,9 @@ pub fn show(app: &mut StoryApp, ui: &mut egui::Ui, id: CharacterId) {
     egui::CentralPanel::default().show(ui, |ui| canvas(app, ui, id));
     if let Some(action) = face_action {
         super::face_panel::act(app, id, action);
+    }
+    if auto_mask {
+        super::auto_mask::request(app, id);
     }
     if let Some(value) = mask_action {
         let rect = PixelRect { x: 0, y: 0, w: c.mask.width(), h: c.mask.height() };
@@ -336,6 +351,13 @@ fn canvas(app: &mut StoryApp, ui: &mut egui::Ui, id: CharacterId) {
 fn handle_drag(app: &mut StoryApp, response: &egui::Response, view: View, id: CharacterId) {
     let Some(index) = app.doc.character_index(id) else { return };
     let pointer = response.interact_pointer_pos().map(|p| view.to_img(p));
+    // Alt+click: keep only the person under the click (photos with several people, issue 10).
+    if response.clicked() && response.ctx.input(|i| i.modifiers.alt) {
+        if let Some(p) = pointer {
+            super::auto_mask::keep_region(app, id, p);
+        }
+        return;
+    }
     if response.drag_started() {
         // Where the button went down, not where the drag was recognised (a few pixels later).
         let origin = response.ctx.input(|i| i.pointer.press_origin()).map(|p| view.to_img(p)).or(pointer);

@@ -2,6 +2,7 @@
 //! through `Job`/`Event` values (ARCHITECTURE.md).
 
 pub mod app;
+mod auto_mask;
 mod background;
 mod bubble_editor;
 mod character_editor;

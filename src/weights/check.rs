@@ -81,6 +81,9 @@ pub fn check_models(models_dir: &Path) -> Vec<ModelStatus> {
     } else {
         Err(format!("put det_10g.onnx and w600k_r50.onnx in {dir}/buffalo_l/"))
     };
+    let segmentation = crate::imaging::segment::find_segmentation_model(models_dir)
+        .map_err(|_| format!("optional: put a person segmentation .onnx file in {dir}/segmentation/"))
+        .and_then(found);
     let cn = models_dir.join("controlnet-openpose");
     let has_weights = std::fs::read_dir(&cn)
         .map(|rd| rd.filter_map(|e| e.ok()).any(|e| e.path().extension().is_some_and(|x| x == "safetensors")))
@@ -129,6 +132,14 @@ pub fn check_models(models_dir: &Path) -> Vec<ModelStatus> {
             licence: "non-commercial research only",
             required: false,
             found: face,
+        },
+        ModelStatus {
+            name: "Person segmentation (Auto mask)",
+            purpose: "masks a character's photo in one click",
+            source: "BiRefNet or U²-Net human segmentation ONNX (IS-Net/RMBG-1.4 layout also read)",
+            licence: "BiRefNet: MIT; U²-Net: Apache-2.0; RMBG-1.4: non-commercial only",
+            required: false,
+            found: segmentation,
         },
         ModelStatus {
             name: "OpenPose ControlNet for SDXL",

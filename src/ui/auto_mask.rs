@@ -1,0 +1,130 @@
+//! "Auto mask" in the character editor (issue 10): a person-segmentation model from `<models>/segmentation/`
+//! masks the character's photo on a worker thread, and the result replaces the mask as ONE undoable
+//! `Edit::MaskPatch`, so the brush keeps working on it and Ctrl+Z brings the previous mask back.
+//!
+//! The model is loaded once by the first task and shared (compiling a 1024² graph takes seconds); it is reloaded
+//! when the file changes. A missing model is reported at the click, and the manual brush is unaffected.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use super::app::StoryApp;
+use super::background::TaskResult;
+use crate::imaging::segment::{find_segmentation_model, Segmenter};
+use crate::imaging::{Mask, PixelRect};
+use crate::story::{CharacterId, Edit};
+
+/// The loaded model and the file it came from.
+type SharedSegmenter = Arc<Mutex<Option<(PathBuf, Arc<Segmenter>)>>>;
+
+/// Auto-mask state of the app (runtime only).
+#[derive(Default)]
+pub(crate) struct AutoMaskState {
+    pending: HashSet<CharacterId>,
+    model: SharedSegmenter,
+}
+
+impl AutoMaskState {
+    pub(crate) fn is_busy(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    pub(crate) fn is_running(&self, id: CharacterId) -> bool {
+        self.pending.contains(&id)
+    }
+}
+
+/// A finished auto mask: the photo-sized mask, or why there is none.
+pub(crate) struct AutoMaskDone {
+    character: CharacterId,
+    result: Result<Mask, String>,
+}
+
+fn segmenter(slot: &SharedSegmenter, path: &std::path::Path) -> Result<Arc<Segmenter>, String> {
+    // Loading holds the lock, so two characters masked together compile the model once.
+    let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((p, s)) = guard.as_ref() {
+        if p == path {
+            return Ok(s.clone());
+        }
+    }
+    let loaded = Arc::new(Segmenter::load(path).map_err(|e| e.to_string())?);
+    *guard = Some((path.to_path_buf(), loaded.clone()));
+    Ok(loaded)
+}
+
+/// Starts masking a character's photo unless it is already running; the model's absence is reported at once.
+pub(crate) fn request(app: &mut StoryApp, id: CharacterId) {
+    let Some(c) = app.doc.character(id) else { return };
+    let photo = c.photo.join(&app.root);
+    let model = match find_segmentation_model(&app.models_dir()) {
+        Ok(m) => m,
+        Err(e) => {
+            app.set_error(e.to_string());
+            return;
+        }
+    };
+    if !app.auto_mask.pending.insert(id) {
+        return;
+    }
+    let slot = app.auto_mask.model.clone();
+    let started = app.inbox.spawn("auto-mask", move || {
+        let result = (|| {
+            let seg = segmenter(&slot, &model)?;
+            let decoded = crate::imaging::load_image_file(&photo).map_err(|e| e.to_string())?;
+            let rgb = image::DynamicImage::ImageRgba8(decoded.rgba).to_rgb8();
+            seg.mask(&rgb, &|_| {}).map_err(|e| e.to_string())
+        })();
+        TaskResult::AutoMask(AutoMaskDone { character: id, result })
+    });
+    match started {
+        Ok(()) => app.set_status("Auto mask: segmenting the photo on the CPU…".into()),
+        Err(e) => {
+            app.auto_mask.pending.remove(&id);
+            app.set_error(format!("Could not start the auto mask: {e}"));
+        }
+    }
+}
+
+/// Applies a finished mask as one undo step (or reports why there is none).
+pub(crate) fn handle(app: &mut StoryApp, done: AutoMaskDone) {
+    let id = done.character;
+    app.auto_mask.pending.remove(&id);
+    let Some(c) = app.doc.character(id) else { return };
+    let mask = match done.result {
+        Ok(m) => m,
+        Err(e) => {
+            app.set_error(format!("Auto mask failed: {e}"));
+            return;
+        }
+    };
+    if mask.size() != c.mask.size() {
+        app.set_error(format!(
+            "Auto mask: the photo is {}×{} but the character's mask is {}×{}; the photo changed on disk?",
+            mask.width(),
+            mask.height(),
+            c.mask.width(),
+            c.mask.height()
+        ));
+        return;
+    }
+    let rect = PixelRect { x: 0, y: 0, w: mask.width(), h: mask.height() };
+    let before = c.mask.extract(rect);
+    let name = c.name.clone();
+    app.edit(Edit::MaskPatch { id, rect, before, after: mask.data().to_vec() });
+    app.set_status(format!("Auto mask made for {name}: refine it with the brush (Ctrl+Z to undo)"));
+}
+
+/// "Keep clicked person": the mask reduced to the connected region under `point` (photo pixels), one undo step.
+pub(crate) fn keep_region(app: &mut StoryApp, id: CharacterId, point: [f32; 2]) {
+    let Some(c) = app.doc.character(id) else { return };
+    let (x, y) = (point[0].max(0.0) as u32, point[1].max(0.0) as u32);
+    let Some(kept) = crate::imaging::segment::keep_region_at(&c.mask, x, y) else {
+        app.set_error("Click inside the masked person to keep only them.".into());
+        return;
+    };
+    let rect = PixelRect { x: 0, y: 0, w: kept.width(), h: kept.height() };
+    let edit = Edit::MaskPatch { id, rect, before: c.mask.extract(rect), after: kept.data().to_vec() };
+    app.edit(edit);
+}
