@@ -235,3 +235,21 @@ fn a_posed_character_runs_the_controlnet_and_a_missing_one_is_named() {
     assert!(!models.iter().any(|m| m.starts_with("controlnet")), "{models:?}");
     assert_ne!(image::open(output).unwrap().to_rgb8(), posed, "the pose changes the image");
 }
+
+#[test]
+fn a_job_with_a_missing_weight_file_fails_by_name_and_the_next_job_runs() {
+    let d = tempfile::tempdir().unwrap();
+    let (broken, good) = (d.path().join("broken"), d.path().join("good"));
+    models(&broken, true);
+    models(&good, true);
+    std::fs::remove_file(broken.join("sdxl/unet/diffusion_pytorch_model.safetensors")).unwrap();
+    let engine = Engine::start(Arc::new(|| {})).unwrap();
+    // Both queued at once: the failure must not stall or poison the queue.
+    engine.submit(job(1, &broken, d.path(), vec![eileen(Some(identity()))]));
+    engine.submit(job(2, &good, d.path(), vec![eileen(Some(identity()))]));
+    match finish(&engine, 1) {
+        Event::Failed { reason, .. } => assert!(reason.contains("unet"), "the missing file is named: {reason}"),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    assert!(matches!(finish(&engine, 2), Event::Done { .. }), "the next job still runs");
+}

@@ -168,7 +168,7 @@ mod tests {
     fn an_empty_folder_lists_everything_missing_with_the_place_to_put_it() {
         let d = tempfile::tempdir().unwrap();
         let list = check_models(d.path());
-        assert_eq!(list.len(), 6);
+        assert_eq!(list.len(), 7);
         assert!(list.iter().all(|m| m.found.is_err()));
         let adapter = list.iter().find(|m| m.name.starts_with("StoryMaker")).unwrap();
         assert!(adapter.found.as_ref().unwrap_err().contains("storymaker"));
