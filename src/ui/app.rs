@@ -43,6 +43,17 @@ struct Preview {
     texture: Option<egui::TextureHandle>,
 }
 
+/// A cached look at the models folder (file-system calls stay off the per-frame path).
+#[derive(Debug, Clone)]
+pub(crate) struct ModelsProbe {
+    dir: PathBuf,
+    at: Instant,
+    /// Why the StoryMaker adapter cannot be used, if it cannot.
+    pub adapter_missing: Option<String>,
+    /// Style LoRA files in `<models>/loras/`.
+    pub loras: Vec<String>,
+}
+
 /// Which variants the artist compares side by side (runtime only).
 #[derive(Debug, Default, Clone)]
 pub struct CompareState {
@@ -98,6 +109,9 @@ pub struct StoryApp {
     pub(crate) compare: CompareState,
     /// The newest live preview per running panel, and its texture once shown.
     previews: HashMap<PanelId, Preview>,
+    /// What the models folder holds, for the panel editor's warnings and LoRA list; re-read at
+    /// most every few seconds, never every frame.
+    models_probe: std::cell::RefCell<Option<ModelsProbe>>,
     /// Draws the previews (WGSL shader on wgpu, CPU image otherwise).
     pub(crate) latent_view: super::latent_view::LatentView,
     title_shown: String,
@@ -154,6 +168,7 @@ impl StoryApp {
             variants_per_run: 1,
             previews: HashMap::new(),
             latent_view: super::latent_view::LatentView::new(None),
+            models_probe: std::cell::RefCell::new(None),
             compare: CompareState::default(),
             title_shown: String::new(),
             tokenizer: Arc::new(std::sync::OnceLock::new()),
@@ -438,6 +453,27 @@ impl StoryApp {
     /// Where the artist's own pose presets are saved.
     pub fn pose_presets_dir(&self) -> PathBuf {
         self.paths.data_dir.join("poses")
+    }
+
+    /// The models folder's adapter status and LoRA list, re-read when older than 3 s.
+    pub(crate) fn models_probe(&self) -> ModelsProbe {
+        let dir = self.models_dir();
+        let mut cache = self.models_probe.borrow_mut();
+        let fresh = cache.as_ref().is_some_and(|p| p.dir == dir && p.at.elapsed() < Duration::from_secs(3));
+        if !fresh {
+            *cache = Some(ModelsProbe {
+                adapter_missing: crate::weights::find_adapter(&dir).err().map(|e| e.to_string()),
+                loras: crate::weights::list_style_loras(&dir),
+                dir,
+                at: Instant::now(),
+            });
+        }
+        cache.clone().unwrap_or_else(|| ModelsProbe {
+            dir: PathBuf::new(),
+            at: Instant::now(),
+            adapter_missing: None,
+            loras: Vec::new(),
+        })
     }
 
     /// The models folder in use (settings, else the platform default).

@@ -252,8 +252,7 @@ fn cast_editor(app: &StoryApp, ui: &mut egui::Ui, p: &mut Panel) {
     }
     if !p.cast.is_empty() {
         // Say up front what would stop the characters from being applied.
-        let models_dir = app.models_dir();
-        if let Err(missing) = crate::weights::find_adapter(&models_dir) {
+        if let Some(missing) = app.models_probe().adapter_missing {
             ui.colored_label(ui.visuals().warn_fg_color, format!("Characters cannot be applied: {missing}."));
         }
         for slot in &p.cast {
@@ -326,7 +325,7 @@ fn slot_modes(app: &StoryApp, ui: &mut egui::Ui, k: usize, slot: &mut CastSlot) 
 /// Style LoRAs from `<models>/loras/`: the story's list, or this panel's own.
 fn style_loras(app: &StoryApp, ui: &mut egui::Ui, p: &mut Panel, story: &mut Vec<StyleLoraRef>) {
     egui::CollapsingHeader::new("Style LoRAs").id_salt("style-loras").show(ui, |ui| {
-        let available = crate::weights::list_style_loras(&app.models_dir());
+        let available = app.models_probe().loras;
         let mut own = p.style_loras.is_some();
         if ui.checkbox(&mut own, "This panel has its own LoRAs").changed() {
             p.style_loras = own.then(|| story.clone());
