@@ -9,7 +9,7 @@ use eframe::egui_wgpu;
 use egui::Rect;
 use wgpu::util::DeviceExt as _;
 
-use super::overlay::{poll_now, visible_viewport};
+use super::overlay::{poll_now, quad_pipeline, visible_viewport};
 use crate::pipeline::preview::LatentFrame;
 
 const SHADER_SOURCE: &str = include_str!("../../shaders/latent_preview.wgsl");
@@ -124,39 +124,11 @@ impl Resources {
             bind_group_layouts: &[Some(&layout)],
             immediate_size: 0,
         });
-        let pipeline = device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
-            label: Some("latent_preview"),
-            layout: Some(&pipeline_layout),
-            vertex: wgpu::VertexState {
-                module: &module,
-                entry_point: Some("vs_main"),
-                buffers: &[],
-                compilation_options: wgpu::PipelineCompilationOptions::default(),
-            },
-            primitive: wgpu::PrimitiveState {
-                topology: wgpu::PrimitiveTopology::TriangleStrip,
-                cull_mode: None,
-                ..Default::default()
-            },
-            depth_stencil: None,
-            multisample: wgpu::MultisampleState { count: 1, mask: !0, alpha_to_coverage_enabled: false },
-            fragment: Some(wgpu::FragmentState {
-                module: &module,
-                entry_point: Some(if target_format.is_srgb() {
-                    "fs_main_linear_framebuffer"
-                } else {
-                    "fs_main_gamma_framebuffer"
-                }),
-                targets: &[Some(wgpu::ColorTargetState {
-                    format: target_format,
-                    blend: None,
-                    write_mask: wgpu::ColorWrites::ALL,
-                })],
-                compilation_options: wgpu::PipelineCompilationOptions::default(),
-            }),
-            multiview_mask: None,
-            cache: None,
-        });
+        // Opaque: the preview replaces what is under it. eframe's default renderer options (no
+        // MSAA, no depth buffer), as for the mask overlay.
+        let options = egui_wgpu::RendererOptions::default();
+        let pipeline =
+            quad_pipeline(device, "latent_preview", &module, &pipeline_layout, target_format, &options, None);
         Resources { pipeline, layout, uploaded: Weak::new(), texture: None }
     }
 
