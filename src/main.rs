@@ -14,7 +14,8 @@ const USAGE: &str = "StoryMaker Studio — illustrated stories with consistent c
 
 Usage:
   storymaker [PROJECT_FOLDER]   open the editor (the sample story on first run)
-  storymaker bench unet ...     time the SDXL UNet (see `storymaker bench --help`)
+  storymaker bench unet|face|segment ...
+                                time the SDXL UNet, face analysis or Auto mask (see `storymaker bench --help`)
   storymaker render PROJECT --out DIR [--panels 1,3] [--variants N] [--models DIR]
                                 generate panels without the editor (see --help)
   storymaker tensor-check COMPONENT --weights W --inputs IN --out OUT

@@ -101,3 +101,63 @@ fn auto_mask_then_eraser_then_undo_restores_the_auto_mask() {
     undo(&mut h);
     assert_eq!(h.state().project().characters[1].mask, original.mask, "the auto mask was one undo step");
 }
+
+/// A brush stroke across the canvas from `a` to `b` (screen points).
+fn stroke(h: &mut Harness<'static, StoryApp>, a: egui::Pos2, b: egui::Pos2) {
+    h.hover_at(a);
+    h.run();
+    h.drag_at(a);
+    h.run();
+    h.hover_at(b);
+    h.run();
+    h.drop_at(b);
+    h.run();
+}
+
+#[test]
+fn alt_click_keeps_only_the_person_under_the_click_as_one_undo_step() {
+    let home = tempfile::tempdir().expect("tmp");
+    let mut h = harness(home.path());
+    h.get_by_label("Lav").click();
+    h.run();
+    // Two separate "people" on an empty mask: two vertical brush strokes far apart.
+    h.get_by_label("Clear mask").click();
+    h.run();
+    h.get_by_label("Brush (B)").click();
+    h.run();
+    let canvas = h.get_by_label("Character canvas").rect();
+    let (left, right) = (canvas.center() - egui::vec2(120.0, 0.0), canvas.center() + egui::vec2(120.0, 0.0));
+    stroke(&mut h, left - egui::vec2(0.0, 60.0), left + egui::vec2(0.0, 60.0));
+    stroke(&mut h, right - egui::vec2(0.0, 60.0), right + egui::vec2(0.0, 60.0));
+    let two = h.state().project().characters[1].mask.clone();
+    assert!(two.count_nonzero() > 0, "the strokes painted");
+
+    // Alt+click on the left stroke (the modifier held through press and release, as a user does).
+    h.event(egui::Event::ModifiersChanged(Modifiers::ALT));
+    h.hover_at(left);
+    h.run();
+    for pressed in [true, false] {
+        h.event(egui::Event::PointerButton {
+            pos: left,
+            button: egui::PointerButton::Primary,
+            pressed,
+            modifiers: Modifiers::ALT,
+        });
+        h.run();
+    }
+    h.event(egui::Event::ModifiersChanged(Modifiers::NONE));
+    h.run();
+    let kept = h.state().project().characters[1].mask.clone();
+    let (n_two, n_kept) = (two.count_nonzero(), kept.count_nonzero());
+    assert!(n_kept > 0 && n_kept < n_two, "one of the two strokes is kept: {n_kept} of {n_two} pixels");
+    // About half: the strokes are the same length and width.
+    assert!((n_kept as f64 / n_two as f64 - 0.5).abs() < 0.1, "{n_kept} of {n_two}");
+    assert!(kept.data().iter().zip(two.data()).all(|(&k, &t)| k == 0 || k == t), "nothing new is painted");
+    // The kept stroke is the left one: the leftmost painted column survives.
+    let w = two.width() as usize;
+    let leftmost = |m: &[u8]| m.iter().enumerate().filter(|(_, &v)| v > 0).map(|(i, _)| i % w).min();
+    assert_eq!(leftmost(kept.data()), leftmost(two.data()));
+
+    undo(&mut h);
+    assert_eq!(h.state().project().characters[1].mask, two, "one undo brings the other person back");
+}

@@ -21,11 +21,14 @@ pub const HELP: &str = "storymaker bench unet [--size 1024] [--batch 2] [--dtype
   small --size (e.g. 256) and --dtype f32.";
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    if args.positional.first().map(String::as_str) == Some("face") {
-        return super::bench_face::run(args);
+    match args.positional.first().map(String::as_str) {
+        Some("face") => return super::bench_face::run(args),
+        Some("segment") => return super::bench_segment::run(args),
+        _ => {}
     }
     if args.has("help") || args.positional.first().map(String::as_str) != Some("unet") {
-        println!("{HELP}\n\n{}", super::bench_face::HELP);
+        let others = [super::bench_face::HELP, super::bench_segment::HELP];
+        println!("{HELP}\n\n{}", others.join("\n\n"));
         return Ok(());
     }
     let device = super::parse_device(args.get_or("device", "auto"))?;

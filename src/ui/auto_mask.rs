@@ -5,23 +5,71 @@
 //! The model is loaded once by the first task and shared (compiling a 1024² graph takes seconds); it is reloaded
 //! when the file changes. A missing model is reported at the click, and the manual brush is unaffected.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use super::app::StoryApp;
 use super::background::TaskResult;
-use crate::imaging::segment::{find_segmentation_model, Segmenter};
+use crate::imaging::segment::{find_segmentation_model, SegmentStage, Segmenter};
 use crate::imaging::{Mask, PixelRect};
 use crate::story::{CharacterId, Edit};
 
 /// The loaded model and the file it came from.
 type SharedSegmenter = Arc<Mutex<Option<(PathBuf, Arc<Segmenter>)>>>;
 
+/// Where a running auto mask is; the worker stores it, the editor shows it next to the spinner (a 1024² model
+/// takes tens of seconds on a laptop CPU, so "still working, on what" matters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AutoMaskStage {
+    LoadingModel = 0,
+    Preparing = 1,
+    Running = 2,
+    Finishing = 3,
+}
+
+impl AutoMaskStage {
+    fn from_u8(v: u8) -> AutoMaskStage {
+        match v {
+            1 => AutoMaskStage::Preparing,
+            2 => AutoMaskStage::Running,
+            3 => AutoMaskStage::Finishing,
+            _ => AutoMaskStage::LoadingModel,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            AutoMaskStage::LoadingModel => "loading the model",
+            AutoMaskStage::Preparing => "preparing the photo",
+            AutoMaskStage::Running => "segmenting",
+            AutoMaskStage::Finishing => "making the mask",
+        }
+    }
+}
+
+impl From<SegmentStage> for AutoMaskStage {
+    fn from(s: SegmentStage) -> Self {
+        match s {
+            SegmentStage::Preparing => AutoMaskStage::Preparing,
+            SegmentStage::Running => AutoMaskStage::Running,
+            SegmentStage::Finishing => AutoMaskStage::Finishing,
+        }
+    }
+}
+
+/// One running auto mask: its stage (written by the worker) and when it started.
+struct Running {
+    stage: Arc<AtomicU8>,
+    started: Instant,
+}
+
 /// Auto-mask state of the app (runtime only).
 #[derive(Default)]
 pub(crate) struct AutoMaskState {
-    pending: HashSet<CharacterId>,
+    pending: HashMap<CharacterId, Running>,
     model: SharedSegmenter,
 }
 
@@ -31,8 +79,20 @@ impl AutoMaskState {
     }
 
     pub(crate) fn is_running(&self, id: CharacterId) -> bool {
-        self.pending.contains(&id)
+        self.pending.contains_key(&id)
     }
+
+    /// "Auto mask: segmenting… 12 s" for a running auto mask.
+    pub(crate) fn progress_text(&self, id: CharacterId) -> Option<String> {
+        let r = self.pending.get(&id)?;
+        let stage = AutoMaskStage::from_u8(r.stage.load(Ordering::Relaxed));
+        Some(format!("{}… {:.0} s", capitalised(stage.label()), r.started.elapsed().as_secs_f32()))
+    }
+}
+
+fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
 }
 
 /// A finished auto mask: the photo-sized mask, or why there is none.
@@ -65,16 +125,19 @@ pub(crate) fn request(app: &mut StoryApp, id: CharacterId) {
             return;
         }
     };
-    if !app.auto_mask.pending.insert(id) {
+    if app.auto_mask.is_running(id) {
         return;
     }
+    let stage = Arc::new(AtomicU8::new(AutoMaskStage::LoadingModel as u8));
+    app.auto_mask.pending.insert(id, Running { stage: stage.clone(), started: Instant::now() });
     let slot = app.auto_mask.model.clone();
     let started = app.inbox.spawn("auto-mask", move || {
         let result = (|| {
             let seg = segmenter(&slot, &model)?;
             let decoded = crate::imaging::load_image_file(&photo).map_err(|e| e.to_string())?;
             let rgb = image::DynamicImage::ImageRgba8(decoded.rgba).to_rgb8();
-            seg.mask(&rgb, &|_| {}).map_err(|e| e.to_string())
+            let progress = |s: SegmentStage| stage.store(AutoMaskStage::from(s) as u8, Ordering::Relaxed);
+            seg.mask(&rgb, &progress).map_err(|e| e.to_string())
         })();
         TaskResult::AutoMask(AutoMaskDone { character: id, result })
     });

@@ -193,6 +193,9 @@ pub fn show(app: &mut StoryApp, ui: &mut egui::Ui, id: CharacterId) {
             }
             if running {
                 ui.spinner();
+                if let Some(text) = app.auto_mask.progress_text(id) {
+                    ui.label(text);
+                }
             }
         });
         if ui.button("Reset crop").clicked() {
