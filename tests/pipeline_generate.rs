@@ -83,6 +83,15 @@ fn a_single_file_checkpoint_generates_the_same_image_as_the_diffusers_folder() {
     let d = tempfile::tempdir().unwrap();
     tiny_sdxl(d.path());
     let (cpu, f32) = (candle_core::Device::Cpu, candle_core::DType::F32);
+    // The single file's UNet is float16 (as sd_xl_base_1.0.safetensors ships): give the folder the
+    // same float16 UNet weights (a diffusers fp16 variant), so the images must be equal.
+    let unet_file = d.path().join("unet/diffusion_pytorch_model.safetensors");
+    let half: std::collections::HashMap<_, _> = candle_core::safetensors::load(&unet_file, &cpu)
+        .unwrap()
+        .into_iter()
+        .map(|(k, t)| (k, t.to_dtype(candle_core::DType::F16).unwrap()))
+        .collect();
+    candle_core::safetensors::save(&half, &unet_file).unwrap();
     let folder = SdxlModels::load_diffusers(d.path(), &cpu, f32, &[], &mut |_| {}).unwrap();
     // The tiny models' head counts (not inferable from shapes) and the folder's tokenizer.
     let configs = SingleFileConfigs {

@@ -4,7 +4,7 @@
 Real users mostly have `sd_xl_base_1.0.safetensors`: one file, every component under its original (SGM / LDM /
 OpenCLIP) names. This script writes the same layout for the tiny parity models, from the files `gen_sdxl.py` made:
 
-    model.diffusion_model.*               UNet      unet.sgm.safetensors, tensors as they are
+    model.diffusion_model.*               UNet      unet.sgm.safetensors, tensors stored as float16
     first_stage_model.*                   VAE       vae.weights.safetensors (encoder + decoder), LDM names
     conditioner.embedders.0.transformer.* CLIP-L    clip_l.weights.safetensors, transformers names
     conditioner.embedders.1.model.*       CLIP-G    clip_g.weights.safetensors, OpenCLIP names
@@ -12,13 +12,20 @@ OpenCLIP) names. This script writes the same layout for the tiny parity models, 
 The maps below are the inverses of diffusers' own converters (`diffusers.loaders.single_file_utils`:
 `convert_ldm_vae_checkpoint`, `convert_ldm_clip_checkpoint`, `convert_open_clip_checkpoint`,
 `convert_ldm_unet_checkpoint`), written from their documented behaviour. The file is only written after those
-converters, run on the new dict, give back every original tensor bit for bit, and it is verified again after
-writing by loading it through `AutoencoderKL.from_single_file` and diffusers' CLIP single-file loader.
+converters, run on the new dict, give back every original tensor bit for bit (the UNet's rounded to float16), and it
+is verified again after writing by loading it through `UNet2DConditionModel.from_single_file`,
+`AutoencoderKL.from_single_file` and diffusers' CLIP single-file loader.
+
+The UNet is stored in float16, as in the published `sd_xl_base_1.0.safetensors` (`.half()`: round to nearest even);
+VAE and text encoders stay float32. This keeps the file under the 5 MB fixture limit and makes the Rust loader's
+float16 -> float32 path part of the test. Since float16 weights change the UNet's output a little, the output of
+diffusers' UNet2DConditionModel loaded from the written file (float32 compute, the inputs of `unet.io.safetensors`)
+is saved as `unet.out_f16_weights` in `sdxl_single_file.io.safetensors`.
 
 Usage:
     /root/.cache/parity-venv/bin/python tools/parity/gen_single_file.py [--dir tests/fixtures/parity] [--check]
 
-Deterministic: rerunning gives a byte-identical file (`--check` verifies that without writing). It also replaces
+Deterministic: rerunning gives byte-identical files (`--check` verifies both without writing). It also replaces
 its own section at the end of MANIFEST.md (gen_sdxl.py rewrites MANIFEST.md; run this script after it).
 """
 
@@ -35,8 +42,10 @@ from collections import OrderedDict
 import torch
 
 torch.set_num_threads(1)
+torch.use_deterministic_algorithms(True)
 
-from diffusers import AutoencoderKL  # noqa: E402
+import diffusers  # noqa: E402
+from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: E402
 from diffusers.loaders.single_file_utils import (  # noqa: E402
     convert_ldm_clip_checkpoint,
     convert_ldm_unet_checkpoint,
@@ -50,6 +59,8 @@ from transformers import CLIPTextModel, CLIPTextModelWithProjection  # noqa: E40
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DEFAULT_DIR = os.path.join(REPO, "tests", "fixtures", "parity")
 OUT_NAME = "sdxl_single_file.safetensors"
+IO_NAME = "sdxl_single_file.io.safetensors"
+UNET_DTYPE = torch.float16  # as sd_xl_base_1.0.safetensors ships
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
@@ -185,7 +196,12 @@ def build(d: str):
     with open(os.path.join(d, "unet.config.json")) as f:
         unet_cfg = json.load(f)
     check(all(k.startswith(UNET_PREFIX) for k in unet_sgm), "unet.sgm.safetensors is all model.diffusion_model.*")
-    parts = [unet_sgm, vae_to_sgm(vae, len(vae_cfg["up_block_types"])),
+    check(all(v.dtype == torch.float32 for p in (unet_sgm, vae, clip_l, clip_g) for v in p.values()),
+          "the tiny weight files are all float32")
+    unet_half = OrderedDict((k, v.to(UNET_DTYPE).contiguous()) for k, v in unet_sgm.items())
+    check(any(not torch.equal(v.float(), unet_sgm[k]) for k, v in unet_half.items()),
+          "rounding the UNet to float16 changes some weights")
+    parts = [unet_half, vae_to_sgm(vae, len(vae_cfg["up_block_types"])),
              OrderedDict((CLIP_L_PREFIX + k, v) for k, v in clip_l.items()), clip_g_to_sgm(clip_g)]
     ckpt = OrderedDict()
     for p in parts:
@@ -198,11 +214,17 @@ def build(d: str):
     return ckpt, originals
 
 
+def unet_diffusers_half(d: str) -> dict:
+    """unet.weights.safetensors (diffusers names) rounded to the single file's UNet dtype."""
+    return {k: v.to(UNET_DTYPE) for k, v in load_file(os.path.join(d, "unet.weights.safetensors")).items()}
+
+
 def verify_converters(ckpt: dict, o: dict, d: str) -> None:
     """diffusers' converters, SGM -> diffusers, must give back every original tensor exactly."""
-    unet_diffusers = load_file(os.path.join(d, "unet.weights.safetensors"))
-    check(same(convert_ldm_unet_checkpoint(dict(ckpt), o["unet_cfg"]), unet_diffusers),
-          "convert_ldm_unet_checkpoint(single file) == unet.weights.safetensors (keys + torch.equal)")
+    check(all(v.dtype == (UNET_DTYPE if k.startswith(UNET_PREFIX) else torch.float32) for k, v in ckpt.items()),
+          "UNet tensors are float16, VAE and text encoder tensors float32")
+    check(same(convert_ldm_unet_checkpoint(dict(ckpt), o["unet_cfg"]), unet_diffusers_half(d)),
+          "convert_ldm_unet_checkpoint(single file) == unet.weights.safetensors .half() (keys + torch.equal)")
     check(same(convert_ldm_vae_checkpoint(dict(ckpt), o["vae_cfg"]), o["vae"]),
           "convert_ldm_vae_checkpoint(single file) == vae.weights.safetensors, encoder included (keys + torch.equal)")
     check(same(convert_ldm_clip_checkpoint(dict(ckpt)), o["clip_l"]),
@@ -214,6 +236,29 @@ def verify_converters(ckpt: dict, o: dict, d: str) -> None:
     proj = ckpt[CLIP_G_PREFIX + "text_projection"]
     check(tuple(proj.shape) == tuple(o["clip_g"]["text_projection.weight"].shape[::-1]),
           "OpenCLIP text_projection is stored [hidden, proj] (transposed)")
+
+
+def unet_reference(path: str, o: dict, d: str) -> "OrderedDict[str, torch.Tensor]":
+    """UNet2DConditionModel.from_single_file(written file) in float32: its weights must be the float16-rounded ones;
+    returns its output for the inputs of unet.io.safetensors (the Rust test's reference for the single-file UNet)."""
+    with tempfile.TemporaryDirectory() as td:
+        os.makedirs(os.path.join(td, "unet"))
+        with open(os.path.join(td, "unet", "config.json"), "w") as f:
+            json.dump(o["unet_cfg"], f)
+        unet = UNet2DConditionModel.from_single_file(path, config=td, subfolder="unet", local_files_only=True,
+                                                     torch_dtype=torch.float32).eval()
+    want = {k: v.float() for k, v in unet_diffusers_half(d).items()}
+    check(same(dict(unet.state_dict()), want), "UNet2DConditionModel.from_single_file(single file, float32) loads "
+                                               "unet.weights.safetensors .half().float()")
+    io = load_file(os.path.join(d, "unet.io.safetensors"))
+    with torch.no_grad():
+        out = unet(io["sample"], io["timesteps"], encoder_hidden_states=io["encoder_hidden_states"],
+                   added_cond_kwargs={"text_embeds": io["text_embeds"], "time_ids": io["time_ids"]}).sample
+    check(out.dtype == torch.float32 and torch.isfinite(out).all().item(), "UNet output is finite float32")
+    dev = ((out - io["out"]).abs().max() / io["out"].abs().max()).item()
+    check(not torch.equal(out, io["out"]), f"float16 weights change the UNet output (max rel dev {dev:.1e} from "
+                                           "unet.io.safetensors out)")
+    return OrderedDict([("unet.out_f16_weights", out.contiguous())])
 
 
 def verify_loaders(path: str, o: dict, d: str) -> None:
@@ -240,9 +285,11 @@ def verify_loaders(path: str, o: dict, d: str) -> None:
                                      "weights")
 
 
-def manifest_section(path: str, ckpt: dict) -> str:
+def manifest_section(path: str, ckpt: dict, io_path: str, io: dict) -> str:
     with open(path, "rb") as f:
         data = f.read()
+    with open(io_path, "rb") as f:
+        io_data = f.read()
     groups = OrderedDict((p, [k for k in ckpt if k.startswith(p)])
                          for p in (UNET_PREFIX, VAE_PREFIX, CLIP_L_PREFIX, CLIP_G_PREFIX))
     sha = hashlib.sha256(data).hexdigest()[:16]
@@ -251,17 +298,25 @@ def manifest_section(path: str, ckpt: dict) -> str:
              "single-file SDXL checkpoint under the original Stability names (see tools/parity/README.md, "
              "\"Single-file SDXL checkpoint\").", "",
              "| prefix | from | tensors |", "|---|---|---|"]
-    src = {UNET_PREFIX: "unet.sgm.safetensors (as is)", VAE_PREFIX: "vae.weights.safetensors (LDM names, encoder too)",
+    src = {UNET_PREFIX: "unet.sgm.safetensors (same names, stored float16)",
+           VAE_PREFIX: "vae.weights.safetensors (LDM names, encoder too)",
            CLIP_L_PREFIX: "clip_l.weights.safetensors (same names)",
            CLIP_G_PREFIX: "clip_g.weights.safetensors (OpenCLIP names, fused in_proj, transposed text_projection)"}
     for p, ks in groups.items():
         lines.append(f"| `{p}` | {src[p]} | {len(ks)} |")
     lines += ["", "Examples:", "", "| tensor | shape | dtype |", "|---|---|---|"]
-    for k in (VAE_PREFIX + "decoder.up.0.block.0.nin_shortcut.weight", VAE_PREFIX + "decoder.mid.attn_1.q.weight",
+    for k in (UNET_PREFIX + "input_blocks.1.0.in_layers.2.weight",
+              VAE_PREFIX + "decoder.up.0.block.0.nin_shortcut.weight", VAE_PREFIX + "decoder.mid.attn_1.q.weight",
               CLIP_G_PREFIX + "positional_embedding", CLIP_G_PREFIX + "transformer.resblocks.0.attn.in_proj_weight",
               CLIP_G_PREFIX + "text_projection"):
         if k in ckpt:
             lines.append(f"| `{k}` | {list(ckpt[k].shape)} | {str(ckpt[k].dtype).replace('torch.', '')} |")
+    lines += ["", f"### `{IO_NAME}` ({len(io_data):,} bytes, sha256 {hashlib.sha256(io_data).hexdigest()[:16]}…)",
+              "", "The reference output for the single file's float16 UNet: diffusers' UNet2DConditionModel loaded "
+              f"from `{OUT_NAME}` in float32, run on the inputs of `unet.io.safetensors` (sample, timesteps, "
+              "encoder_hidden_states, text_embeds, time_ids).", "", "| tensor | shape | dtype |", "|---|---|---|"]
+    for k, v in io.items():
+        lines.append(f"| `{k}` | {list(v.shape)} | {str(v.dtype).replace('torch.', '')} |")
     lines += ["", "Self-checks that passed:", ""] + [f"- {c}" for c in CHECKS] + [""]
     return "\n".join(lines)
 
@@ -277,27 +332,35 @@ def update_manifest(d: str, section: str) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dir", default=DEFAULT_DIR, help="fixture folder (read the tiny files, write the single file)")
+    ap.add_argument("--dir", default=DEFAULT_DIR,
+                    help="fixture folder (read the tiny files, write the single file and its io file)")
     ap.add_argument("--check", action="store_true", help="regenerate into a temp file and compare bytes; write nothing")
     args = ap.parse_args()
     ckpt, originals = build(args.dir)
     verify_converters(ckpt, originals, args.dir)
+    # One metadata key (safetensors writes a hash map in random order), so reruns are byte-identical.
+    io_meta = {"parity": json.dumps({"generator": "tools/parity/gen_single_file.py", "torch": torch.__version__,
+                                     "diffusers": diffusers.__version__}, sort_keys=True)}
     with tempfile.TemporaryDirectory() as td:
-        tmp = os.path.join(td, OUT_NAME)
+        tmp, tmp_io = os.path.join(td, OUT_NAME), os.path.join(td, IO_NAME)
         save_file(dict(ckpt), tmp, metadata={"format": "pt"})
+        io = unet_reference(tmp, originals, args.dir)
+        save_file(dict(io), tmp_io, metadata=io_meta)
         verify_loaders(tmp, originals, args.dir)
-        with open(tmp, "rb") as f:
-            new = f.read()
-    out = os.path.join(args.dir, OUT_NAME)
+        new = {name: open(p, "rb").read() for name, p in ((OUT_NAME, tmp), (IO_NAME, tmp_io))}
     if args.check:
-        old = open(out, "rb").read() if os.path.exists(out) else None
-        print("--check:", "byte-identical" if old == new else f"{OUT_NAME} differs")
-        return 0 if old == new else 1
-    with open(out, "wb") as f:
-        f.write(new)
-    os.chmod(out, 0o644)
-    print(f"wrote {OUT_NAME} ({len(new):,} bytes, {len(ckpt)} tensors)")
-    update_manifest(args.dir, manifest_section(out, ckpt))
+        bad = [n for n, data in new.items()
+               if not os.path.exists(os.path.join(args.dir, n)) or open(os.path.join(args.dir, n), "rb").read() != data]
+        print("--check:", f"{', '.join(bad)} differ" if bad else "byte-identical")
+        return 1 if bad else 0
+    for name, data in new.items():
+        path = os.path.join(args.dir, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        os.chmod(path, 0o644)
+        print(f"wrote {name} ({len(data):,} bytes)")
+    out = os.path.join(args.dir, OUT_NAME)
+    update_manifest(args.dir, manifest_section(out, ckpt, os.path.join(args.dir, IO_NAME), io))
     print("updated MANIFEST.md")
     return 0
 
