@@ -10,6 +10,7 @@ pub mod engine;
 pub mod export;
 pub mod face;
 pub mod imaging;
+pub mod kernels;
 pub mod models;
 pub mod pipeline;
 pub mod pose;

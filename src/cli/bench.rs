@@ -15,23 +15,30 @@ use super::args::Args;
 use crate::models::unet::{UNet2DConditionModel, UNetConfig, UNetInput};
 
 pub const HELP: &str = "storymaker bench unet [--size 1024] [--batch 2] [--dtype bf16] [--steps 20] [--warmup 2]
-                      [--device auto|cpu|cuda] [--config sdxl|FILE.json]
+                      [--device auto|cpu|cuda] [--config sdxl|FILE.json] [--kernels fused|reference]
   Builds the SDXL UNet with random weights (full size by default) and times --steps UNet calls
   on a batch of --batch latents of --size/8 pixels (batch 2 = one CFG step). On the CPU use a
-  small --size (e.g. 256) and --dtype f32.";
+  small --size (e.g. 256) and --dtype f32. --kernels reference turns our fused CUDA kernels off
+  (attention, GroupNorm) to time the difference in the same run.";
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     match args.positional.first().map(String::as_str) {
         Some("face") => return super::bench_face::run(args),
         Some("segment") => return super::bench_segment::run(args),
+        Some("kernels") => return super::bench_kernels::run(args),
         _ => {}
     }
     if args.has("help") || args.positional.first().map(String::as_str) != Some("unet") {
-        let others = [super::bench_face::HELP, super::bench_segment::HELP];
+        let others = [super::bench_kernels::HELP, super::bench_face::HELP, super::bench_segment::HELP];
         println!("{HELP}\n\n{}", others.join("\n\n"));
         return Ok(());
     }
     let device = super::parse_device(args.get_or("device", "auto"))?;
+    match args.get_or("kernels", "fused") {
+        "fused" => crate::kernels::set_fused(true),
+        "reference" => crate::kernels::set_fused(false),
+        other => anyhow::bail!("--kernels must be fused or reference, not {other}"),
+    }
     let dtype = super::parse_dtype(args.get_or("dtype", if device.is_cpu() { "f32" } else { "bf16" }))?;
     let size: usize = args.parse_or("size", if device.is_cpu() { 256 } else { 1024 })?;
     let batch: usize = args.parse_or("batch", 2)?;
@@ -85,7 +92,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
     let median = times.get(times.len() / 2).copied().unwrap_or(0.0);
     println!(
-        "bench unet size={size} batch={batch} dtype={dtype:?} steps={steps}: mean {mean:.2} ms/step, median {median:.2}, min {:.2}, max {:.2}",
+        "bench unet size={size} batch={batch} dtype={dtype:?} steps={steps} kernels={}: mean {mean:.2} ms/step, median {median:.2}, min {:.2}, max {:.2}",
+        if crate::kernels::fused_enabled() && device.is_cuda() { "fused" } else { "reference" },
         times.first().copied().unwrap_or(0.0),
         times.last().copied().unwrap_or(0.0)
     );

@@ -4,6 +4,7 @@ pub mod adapter_check;
 pub mod args;
 pub mod bench;
 pub mod bench_face;
+pub mod bench_kernels;
 pub mod bench_segment;
 pub mod controlnet_check;
 pub mod render;

@@ -46,8 +46,18 @@ pub fn merge_heads(x: &Tensor) -> Result<Tensor> {
     x.transpose(1, 2)?.reshape((b, t, h * d))
 }
 
-/// `softmax(q k^T / sqrt(d)) v` on `[B, H, T, D]` tensors, chunked over queries.
+/// `softmax(q k^T / sqrt(d)) v` on `[B, H, T, D]` tensors: the fused CUDA kernel where it applies
+/// ([`crate::kernels::flash_attention::supported`]), otherwise [`sdpa_reference`].
 pub fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    if crate::kernels::flash_attention::supported(q, k, v) {
+        return crate::kernels::flash_attention::flash_attention(q, k, v);
+    }
+    sdpa_reference(q, k, v)
+}
+
+/// The candle-ops path of [`sdpa`] (every CPU tensor; the reference the fused kernel is checked against),
+/// chunked over queries.
+pub fn sdpa_reference(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     sdpa_with_limit(q, k, v, MAX_SCORE_ELEMENTS)
 }
 

@@ -32,8 +32,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::kernels::conv::{conv2d, Conv2d};
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 

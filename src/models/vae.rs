@@ -27,10 +27,12 @@
 //! f16 only with an fp16-fixed VAE whose config says `force_upcast: false`). `decode` converts its
 //! input to the decoder's dtype, so f16 latents from the UNet can be passed as they are.
 
+use crate::kernels::conv::{conv2d, Conv2d};
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{conv2d, group_norm, Conv2d, GroupNorm, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
+use crate::kernels::group_norm::FusedGroupNorm;
 use crate::models::attention::sdpa;
 use crate::models::unet::resnet::{conv3x3, ResnetBlock2D};
 
@@ -133,7 +135,7 @@ fn attn_linear(vb: &VarBuilder, new: &str, old: &str, c: usize) -> Result<Linear
 /// diffusers `Attention` as built by `UNetMidBlock2D` for the VAE: one head of width `channels`,
 /// GroupNorm before the projections, biases on q/k/v/out, residual added, rescale factor 1.
 struct VaeAttention {
-    group_norm: GroupNorm,
+    group_norm: FusedGroupNorm,
     to_q: Linear,
     to_k: Linear,
     to_v: Linear,
@@ -143,7 +145,7 @@ struct VaeAttention {
 impl VaeAttention {
     fn new(vb: VarBuilder, channels: usize, groups: usize) -> Result<Self> {
         Ok(VaeAttention {
-            group_norm: group_norm(groups, channels, VAE_NORM_EPS, vb.pp("group_norm"))?,
+            group_norm: FusedGroupNorm::new(groups, channels, VAE_NORM_EPS, vb.pp("group_norm"))?,
             to_q: attn_linear(&vb, "to_q", "query", channels)?,
             to_k: attn_linear(&vb, "to_k", "key", channels)?,
             to_v: attn_linear(&vb, "to_v", "value", channels)?,
@@ -228,7 +230,7 @@ pub struct AutoencoderKlDecoder {
     conv_in: Conv2d,
     mid_block: MidBlock,
     up_blocks: Vec<UpDecoderBlock>,
-    conv_norm_out: GroupNorm,
+    conv_norm_out: FusedGroupNorm,
     conv_out: Conv2d,
     cfg: VaeConfig,
     dtype: DType,
@@ -271,7 +273,7 @@ impl AutoencoderKlDecoder {
             conv_in: conv3x3(dec.pp("conv_in"), cfg.latent_channels, last)?,
             mid_block: MidBlock::new(dec.pp("mid_block"), last, groups, cfg.mid_block_add_attention)?,
             up_blocks,
-            conv_norm_out: group_norm(groups, first, VAE_NORM_EPS, dec.pp("conv_norm_out"))?,
+            conv_norm_out: FusedGroupNorm::new(groups, first, VAE_NORM_EPS, dec.pp("conv_norm_out"))?,
             conv_out: conv3x3(dec.pp("conv_out"), first, cfg.out_channels)?,
             cfg: cfg.clone(),
             dtype,
@@ -317,7 +319,7 @@ impl AutoencoderKlDecoder {
         for block in &self.up_blocks {
             h = block.forward(&h)?;
         }
-        self.conv_out.forward(&candle_nn::ops::silu(&self.conv_norm_out.forward(&h)?)?)
+        self.conv_out.forward(&self.conv_norm_out.forward_silu(&h)?)
     }
 
     /// Scheduler-space latents → raw image in ≈[-1, 1] (decoder dtype); see [`to_image`].

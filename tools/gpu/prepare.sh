@@ -3,6 +3,7 @@
 # embedded PTX makes it ~50 MB, over the 64 MiB transfer limit with the tree), the tensor-check
 # inputs from the parity fixtures, gpu-run.sh, and the wheels diffusers needs on the device
 # (its torch env: Python 3.12, an older transformers that needs huggingface_hub < 2).
+# Build the binary first with tools/gpu/build-cuda.sh (cuda + cudnn features, our kernels).
 #   bash tools/gpu/prepare.sh [CUDA_TARGET_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One prepared run on the lent GPU machine (see shared/cuda/README.md): CUDA correctness of every
 # SDXL component on the tiny parity fixtures (f32 and bf16; outputs written to $OUT and compared
-# on the build machine), then the 1024x1024 CFG UNet step time next to diffusers eager.
+# on the build machine), our fused kernels against the reference paths (bench kernels), then the
+# 1024x1024 CFG UNet step time (fused and reference attention) next to diffusers eager.
 #   bash tools/gpu/run_checks.sh .gpu/storymaker
 set -uo pipefail
 bin=${1:-.gpu/storymaker}
@@ -22,8 +23,13 @@ for dt in f32 bf16; do
       --inputs .gpu/inputs/$c.safetensors --out "$OUT/$c.$dt.safetensors" 2>&1 | grep -E "wrote|error|Error" | tail -2
   done
 done
-echo "== storymaker bench (candle, ours)"
-timeout 240 bash .gpu/gpu-run.sh "$bin" bench unet --size 1024 --batch 2 --dtype bf16 --steps 20 --device cuda 2>&1 | tail -3
+echo "== fused kernels vs reference paths (accuracy vs f32, time)"
+timeout 180 bash .gpu/gpu-run.sh "$bin" bench kernels --dtype bf16 --runs 20 2>&1 | grep -E "ms|tolerance|rror" | tail -25
+echo "== storymaker bench (candle, ours): fused kernels, then the candle-ops paths in the same run"
+for att in fused reference; do
+  timeout 240 bash .gpu/gpu-run.sh "$bin" bench unet --size 1024 --batch 2 --dtype bf16 --steps 20 --device cuda \
+    --kernels $att 2>&1 | tail -1
+done
 echo "== diffusers eager (same GPU, same shapes)"
 PY=""
 for p in python3 /opt/torch/.venv/bin/python3 python; do

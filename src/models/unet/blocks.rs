@@ -1,8 +1,9 @@
 //! The UNet's down, mid and up blocks (diffusers `DownBlock2D`, `CrossAttnDownBlock2D`,
 //! `UNetMidBlock2DCrossAttn`, `CrossAttnUpBlock2D`, `UpBlock2D`).
 
+use crate::kernels::conv::{conv2d, Conv2d};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{conv2d, Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
 
 use super::resnet::{conv3x3, ResnetBlock2D};
 use super::transformer::Transformer2DModel;

@@ -8,8 +8,11 @@ pub mod embeddings;
 pub mod resnet;
 pub mod transformer;
 
+use crate::kernels::conv::Conv2d;
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{group_norm, Conv2d, GroupNorm, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::kernels::group_norm::FusedGroupNorm;
 
 use self::blocks::{AttnDims, BlockDims, DownBlock, MidBlock, UpBlock};
 pub use self::config::UNetConfig;
@@ -41,7 +44,7 @@ pub struct UNet2DConditionModel {
     down_blocks: Vec<DownBlock>,
     mid_block: MidBlock,
     up_blocks: Vec<UpBlock>,
-    conv_norm_out: GroupNorm,
+    conv_norm_out: FusedGroupNorm,
     conv_out: Conv2d,
 }
 
@@ -114,7 +117,7 @@ impl UNet2DConditionModel {
             down_blocks,
             mid_block,
             up_blocks,
-            conv_norm_out: group_norm(config.norm_num_groups, ch[0], config.norm_eps, vb.pp("conv_norm_out"))?,
+            conv_norm_out: FusedGroupNorm::new(config.norm_num_groups, ch[0], config.norm_eps, vb.pp("conv_norm_out"))?,
             conv_out: conv3x3(vb.pp("conv_out"), ch[0], config.out_channels)?,
         })
     }
@@ -191,7 +194,7 @@ impl UNet2DConditionModel {
             };
             hs = block.forward(&hs, &emb, ctx, &mut skips, size)?;
         }
-        let hs = candle_nn::ops::silu(&self.conv_norm_out.forward(&hs)?)?;
+        let hs = self.conv_norm_out.forward_silu(&hs)?;
         self.conv_out.forward(&hs)
     }
 }

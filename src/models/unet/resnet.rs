@@ -1,14 +1,17 @@
 //! `ResnetBlock2D` (diffusers) with the SDXL settings: GroupNorm → SiLU → conv, timestep
 //! projection added after the first conv, 1x1 `conv_shortcut` when the width changes.
 
+use crate::kernels::conv::{conv2d, Conv2d};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{conv2d, group_norm, linear, Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
+use candle_nn::{linear, Conv2dConfig, Linear, VarBuilder};
+
+use crate::kernels::group_norm::FusedGroupNorm;
 
 pub struct ResnetBlock2D {
-    norm1: GroupNorm,
+    norm1: FusedGroupNorm,
     conv1: Conv2d,
     time_emb_proj: Option<Linear>,
-    norm2: GroupNorm,
+    norm2: FusedGroupNorm,
     conv2: Conv2d,
     conv_shortcut: Option<Conv2d>,
 }
@@ -30,10 +33,10 @@ impl ResnetBlock2D {
         let conv_shortcut =
             if cin != cout { Some(conv2d(cin, cout, 1, Default::default(), vb.pp("conv_shortcut"))?) } else { None };
         Ok(ResnetBlock2D {
-            norm1: group_norm(groups, cin, eps, vb.pp("norm1"))?,
+            norm1: FusedGroupNorm::new(groups, cin, eps, vb.pp("norm1"))?,
             conv1: conv3x3(vb.pp("conv1"), cin, cout)?,
             time_emb_proj: temb_channels.map(|t| linear(t, cout, vb.pp("time_emb_proj"))).transpose()?,
-            norm2: group_norm(groups, cout, eps, vb.pp("norm2"))?,
+            norm2: FusedGroupNorm::new(groups, cout, eps, vb.pp("norm2"))?,
             conv2: conv3x3(vb.pp("conv2"), cout, cout)?,
             conv_shortcut,
         })
@@ -41,7 +44,7 @@ impl ResnetBlock2D {
 
     /// `temb` is the already-activated-free time embedding `[B, T]` (SiLU is applied here).
     pub fn forward(&self, x: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
-        let h = self.conv1.forward(&candle_nn::ops::silu(&self.norm1.forward(x)?)?)?;
+        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
         let h = match (&self.time_emb_proj, temb) {
             (Some(p), Some(t)) => {
                 let t = p.forward(&candle_nn::ops::silu(t)?)?;
@@ -49,7 +52,7 @@ impl ResnetBlock2D {
             }
             _ => h,
         };
-        let h = self.conv2.forward(&candle_nn::ops::silu(&self.norm2.forward(&h)?)?)?;
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         let skip = match &self.conv_shortcut {
             Some(c) => c.forward(x)?,
             None => x.clone(),

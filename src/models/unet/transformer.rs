@@ -2,7 +2,9 @@
 //! cross-attention, GEGLU feed-forward), as SDXL uses them (reference spec §3, §6).
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{group_norm, layer_norm, linear, GroupNorm, LayerNorm, Linear, VarBuilder};
+use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
+
+use crate::kernels::group_norm::FusedGroupNorm;
 
 use crate::models::attention::{Attention, FeedForward};
 
@@ -35,7 +37,7 @@ impl BasicTransformerBlock {
 }
 
 pub struct Transformer2DModel {
-    norm: GroupNorm,
+    norm: FusedGroupNorm,
     proj_in: Linear,
     pub blocks: Vec<BasicTransformerBlock>,
     proj_out: Linear,
@@ -59,7 +61,7 @@ impl Transformer2DModel {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Transformer2DModel {
-            norm: group_norm(groups, channels, 1e-6, vb.pp("norm"))?,
+            norm: FusedGroupNorm::new(groups, channels, 1e-6, vb.pp("norm"))?,
             proj_in: linear(channels, channels, vb.pp("proj_in"))?,
             blocks,
             proj_out: linear(channels, channels, vb.pp("proj_out"))?,

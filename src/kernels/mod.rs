@@ -1,0 +1,21 @@
+//! Our own GPU kernels (issue 9): candle's CUDA path is launch-bound and unfused for SDXL (attention through a
+//! materialised score matrix, ../shared/cuda/README.md), so the hot spots get kernels written for this model.
+//! Each kernel has a reference path on candle ops that the CPU build uses and that the device checks compare with.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub mod conv;
+pub mod flash_attention;
+pub mod group_norm;
+
+static FUSED: AtomicBool = AtomicBool::new(true);
+
+/// Turns every fused kernel on or off process-wide (`bench unet --kernels reference` times the candle-ops path in
+/// the same run).
+pub fn set_fused(on: bool) {
+    FUSED.store(on, Ordering::Relaxed);
+}
+
+pub fn fused_enabled() -> bool {
+    FUSED.load(Ordering::Relaxed)
+}
