@@ -13,10 +13,11 @@ use super::args::Args;
 use crate::imaging::segment::{find_segmentation_model, SegmentStage, Segmenter};
 
 pub const HELP: &str = "storymaker bench segment [--model FILE | --models DIR] [--image PHOTO] [--size 1024]
-                         [--runs 3] [--warmup 1]
-  Times Auto mask on the CPU (single-threaded tract), per stage: pre-processing (resize + normalise to the
-  model's input), the network, post-processing (resize back + 8-bit mask). --models DIR uses the first
-  DIR/segmentation/*.onnx, as the app does. Without --image a --size x --size synthetic photo is used.";
+                         [--runs 3] [--warmup 1] [--threads N]
+  Times Auto mask on the CPU, per stage: pre-processing (resize + normalise to the model's input), the
+  network, post-processing (resize back + 8-bit mask), with tract on one thread and, in the same run, on
+  --threads N (default: every core, as the app does). --models DIR uses the first DIR/segmentation/*.onnx,
+  as the app does. Without --image a --size x --size synthetic photo is used.";
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     if args.has("help") {
@@ -42,8 +43,32 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             image::Rgb([(x * 255 / size) as u8, (y * 255 / size) as u8, ((x ^ y) & 0xff) as u8])
         }),
     };
+    let threads: usize = args.parse_or("threads", crate::face::onnx::default_threads())?;
+    anyhow::ensure!(threads > 0, "--threads must be at least 1");
+    let mut counts = vec![1];
+    if threads > 1 {
+        counts.push(threads);
+    }
+    let mut totals = Vec::new();
+    for n in counts {
+        totals.push((n, time_masks(&model, &photo, n, runs, warmup)?));
+    }
+    if let [(_, one), (n, many)] = totals.as_slice() {
+        println!("bench segment: {n} threads are {:.2}x faster than 1 thread per mask", one / many.max(1e-9));
+    }
+    Ok(())
+}
+
+/// Median milliseconds per mask on `threads` threads, after printing the stage medians.
+fn time_masks(
+    model: &Path,
+    photo: &image::RgbImage,
+    threads: usize,
+    runs: usize,
+    warmup: usize,
+) -> anyhow::Result<f64> {
     let t = Instant::now();
-    let segmenter = Segmenter::load(&model)?;
+    let segmenter = Segmenter::load_with_threads(model, threads)?;
     println!(
         "segmentation model {} ({}) loaded and compiled in {:.2}s",
         model.display(),
@@ -54,7 +79,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let mut stages: [Vec<f64>; 4] = Default::default();
     for i in 0..warmup + runs {
         let marks: RefCell<Vec<Instant>> = RefCell::new(Vec::with_capacity(4));
-        let mask = segmenter.mask(&photo, &|_s: SegmentStage| marks.borrow_mut().push(Instant::now()))?;
+        let mask = segmenter.mask(photo, &|_s: SegmentStage| marks.borrow_mut().push(Instant::now()))?;
         let end = Instant::now();
         let marks = marks.into_inner();
         anyhow::ensure!(marks.len() == 3, "expected three progress stages, got {}", marks.len());
@@ -72,10 +97,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         v[v.len() / 2]
     });
     println!(
-        "bench segment {}x{} photo, {runs} runs (medians), 1 thread: pre-processing {prep:.1} ms, network \
-         {net:.1} ms, post-processing {post:.1} ms; one mask {total:.1} ms",
+        "bench segment {}x{} photo, {runs} runs (medians), {threads} thread(s): pre-processing {prep:.1} ms, \
+         network {net:.1} ms, post-processing {post:.1} ms; one mask {total:.1} ms",
         photo.width(),
         photo.height()
     );
-    Ok(())
+    Ok(total)
 }

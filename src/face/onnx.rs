@@ -206,6 +206,7 @@ impl OnnxModel {
             source: self.source,
             input: [1, 3, height, width],
             outputs: self.info.output_names.clone(),
+            executor: multithread::Executor::SingleThread,
         })
     }
 
@@ -508,13 +509,15 @@ fn guarded<T>(source: &str, f: impl FnOnce() -> T) -> Result<T, OnnxError> {
     })
 }
 
-/// [`InferenceSession`] on a tract plan compiled for one input shape. Single-threaded (tract's default), so
-/// several sessions can run side by side without oversubscribing the CPU.
+/// [`InferenceSession`] on a tract plan compiled for one input shape. Single-threaded by default (tract's
+/// default), so several small sessions can run side by side without oversubscribing the CPU;
+/// [`TractSession::with_threads`] gives a big network (segmentation) its own pool of threads.
 pub struct TractSession {
     plan: Arc<TypedSimplePlan>,
     source: String,
     input: [usize; 4],
     outputs: Vec<String>,
+    executor: multithread::Executor,
 }
 
 impl TractSession {
@@ -522,6 +525,21 @@ impl TractSession {
     pub fn load(path: &Path, height: usize, width: usize) -> Result<TractSession, OnnxError> {
         OnnxModel::read(path)?.prepare(height, width)
     }
+
+    /// Runs the matrix products (convolutions included) on a private pool of `threads` threads; 1 = this thread.
+    pub fn with_threads(mut self, threads: usize) -> TractSession {
+        self.executor = if threads > 1 {
+            multithread::Executor::multithread_with_name(threads, "storymaker-onnx")
+        } else {
+            multithread::Executor::SingleThread
+        };
+        self
+    }
+}
+
+/// Threads for one big CPU network: every core the machine reports (at least 1).
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 impl InferenceSession for TractSession {
@@ -543,8 +561,9 @@ impl InferenceSession for TractSession {
             return Err(fail(format!("input shape {:?}, the session was prepared for {:?}", input.shape, self.input)));
         }
         let tensor = Tensor::from_shape(&input.shape, &input.data).map_err(|e| fail(format!("{e:#}")))?;
-        let outputs =
-            guarded(&self.source, || self.plan.run(tvec!(tensor.into())))?.map_err(|e| fail(format!("{e:#}")))?;
+        let run =
+            || multithread::multithread_tract_scope(self.executor.clone(), || self.plan.run(tvec!(tensor.into())));
+        let outputs = guarded(&self.source, run)?.map_err(|e| fail(format!("{e:#}")))?;
         outputs
             .iter()
             .map(|t| {
