@@ -53,11 +53,13 @@ pub struct AppSettings {
     pub models_dir: Option<PathBuf>,
     /// 0 disables timed autosave (saving on quit still happens).
     pub autosave_minutes: u32,
+    /// The export dialog's choices at the last export (`None` until the first).
+    pub export: Option<crate::export::ExportPrefs>,
 }
 
 impl Default for AppSettings {
     fn default() -> Self {
-        AppSettings { recent_projects: Vec::new(), models_dir: None, autosave_minutes: 2 }
+        AppSettings { recent_projects: Vec::new(), models_dir: None, autosave_minutes: 2, export: None }
     }
 }
 

@@ -112,3 +112,39 @@ fn bubble_placement_is_an_undoable_edit() {
     h.run();
     assert_eq!(h.state().project().panels[0].bubble, None, "one undo step restores automatic placement");
 }
+
+#[test]
+fn export_choices_are_remembered_by_the_next_run_of_the_app() {
+    use storymaker::export::{Arrangement, ExportFormat, Orientation};
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("story");
+    export_support::sample_with_images(&dir);
+    let chosen = {
+        let mut h = harness(home.path(), Some(dir.clone()));
+        h.run();
+        open_dialog(&mut h);
+        let defaults = h.state().export_dialog().current_prefs();
+        h.get_by_label("PNG sheets (one image per page)").click();
+        h.run();
+        h.get_by_label("Comic strip (one row)").click();
+        h.run();
+        h.get_by_label("Landscape").click();
+        h.run();
+        let chosen = h.state().export_dialog().current_prefs();
+        assert_ne!(chosen, defaults, "the clicks changed the choices");
+        assert_eq!(chosen.format, ExportFormat::PngSheets);
+        assert!(matches!(chosen.settings.layout.arrangement, Arrangement::Strip { .. }));
+        assert_eq!(chosen.settings.layout.orientation, Orientation::Landscape);
+        h.get_by_label("Export").click();
+        h.run();
+        step_until(&mut h, "the export", |a| !a.export_dialog().is_running());
+        let status = h.state().status().clone();
+        assert!(!status.error && status.text.starts_with("Exported"), "{status:?}");
+        chosen
+    };
+    // A new run of the app on the same settings folder opens the dialog with the last export's choices.
+    let mut h = harness(home.path(), Some(dir));
+    h.run();
+    open_dialog(&mut h);
+    assert_eq!(h.state().export_dialog().current_prefs(), chosen);
+}

@@ -79,6 +79,16 @@ impl Default for ExportSettings {
     }
 }
 
+/// The export choices remembered between sessions (application settings): output kind, layout, text, images,
+/// resolution. Which panels, the folder and the file name belong to a project and are not kept here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportPrefs {
+    pub format: ExportFormat,
+    pub settings: ExportSettings,
+    /// The JPEG quality last chosen, kept while "store as JPEG" is off.
+    pub jpeg_quality: u8,
+}
+
 /// Highest PNG resolution offered (an A4 sheet at 600 dpi is about 5000 × 7000 pixels).
 pub const MAX_DPI: u32 = 600;
 

@@ -240,7 +240,7 @@ impl StoryApp {
         self.set_status(format!("Opened {}", root.display()));
     }
 
-    fn persist_settings(&mut self) {
+    pub(crate) fn persist_settings(&mut self) {
         if let Err(e) = self.settings.save(&self.paths) {
             self.set_error(format!("Could not save the application settings: {e}"));
         }

@@ -11,7 +11,7 @@ use crossbeam_channel::{Receiver, Sender};
 use super::app::{Selection, StoryApp};
 use super::background::TaskResult;
 use crate::export::{
-    self, Arrangement, AspectMode, ExportError, ExportFormat, ExportReport, ExportSettings, ExportTarget,
+    self, Arrangement, AspectMode, ExportError, ExportFormat, ExportPrefs, ExportReport, ExportSettings, ExportTarget,
     MissingImages, Orientation, PageSize, PanelChoice, PdfImages, Progress,
 };
 use crate::story::panel::BubblePlacement;
@@ -76,6 +76,8 @@ pub struct ExportDialog {
     name: String,
     /// The project folder the defaults were made for.
     defaults_for: Option<PathBuf>,
+    /// The remembered choices were applied (once per run of the app).
+    restored: bool,
     preview_tx: Sender<PreviewDone>,
     preview_rx: Receiver<PreviewDone>,
     preview_pending: Option<PreviewKey>,
@@ -105,6 +107,7 @@ impl Default for ExportDialog {
             folder: String::new(),
             name: String::new(),
             defaults_for: None,
+            restored: false,
             preview_tx,
             preview_rx,
             preview_pending: None,
@@ -133,12 +136,48 @@ impl ExportDialog {
         self.preview.is_some() && self.preview_pending.is_none()
     }
 
-    /// The settings, as the next export would use them (without the panel choice).
+    /// The output kind, layout and image choices as the next export would use them (tests).
+    pub fn current_prefs(&self) -> ExportPrefs {
+        self.prefs()
+    }
+
     fn format(&self) -> ExportFormat {
         match self.kind {
             Kind::Pdf => ExportFormat::Pdf,
             Kind::Sheets => ExportFormat::PngSheets,
             Kind::Panels => ExportFormat::PngPanels { bubbles: self.panel_bubbles },
+        }
+    }
+
+    /// What is remembered for the next session.
+    fn prefs(&self) -> ExportPrefs {
+        ExportPrefs {
+            format: self.format(),
+            settings: ExportSettings { panels: PanelChoice::All, ..self.settings.clone() },
+            jpeg_quality: self.jpeg_quality,
+        }
+    }
+
+    /// Applies remembered choices, with the widgets' own copies (grid, strip, custom page) following them.
+    fn restore(&mut self, prefs: &ExportPrefs) {
+        (self.kind, self.panel_bubbles) = match prefs.format {
+            ExportFormat::Pdf => (Kind::Pdf, self.panel_bubbles),
+            ExportFormat::PngSheets => (Kind::Sheets, self.panel_bubbles),
+            ExportFormat::PngPanels { bubbles } => (Kind::Panels, bubbles),
+        };
+        self.settings = ExportSettings { panels: PanelChoice::All, ..prefs.settings.clone() };
+        self.settings.dpi = self.settings.dpi.clamp(30, export::MAX_DPI);
+        self.jpeg_quality = match prefs.settings.pdf_images {
+            PdfImages::Jpeg { quality } => quality,
+            PdfImages::Original => prefs.jpeg_quality,
+        }
+        .clamp(30, 100);
+        match self.settings.layout.arrangement {
+            Arrangement::Grid { columns, rows } => self.grid = (columns.clamp(1, 12), rows.clamp(1, 12)),
+            Arrangement::Strip { panels } => self.strip_panels = panels.clamp(1, 12),
+        }
+        if let PageSize::Custom { width_mm, height_mm } = self.settings.layout.page {
+            self.custom_mm = (width_mm, height_mm);
         }
     }
 
@@ -159,8 +198,15 @@ impl ExportDialog {
     }
 }
 
-/// Opens the dialog, with defaults for the project the first time.
+/// Opens the dialog: the choices of the last export (application settings) the first time, then defaults for
+/// the project (folder, name, panel shape, range) the first time for each project.
 pub fn open(app: &mut StoryApp) {
+    if !app.export_dialog.restored {
+        app.export_dialog.restored = true;
+        if let Some(prefs) = app.settings.export.clone() {
+            app.export_dialog.restore(&prefs);
+        }
+    }
     defaults_for_project(app);
     app.export_dialog.open = true;
 }
@@ -253,6 +299,11 @@ pub fn show(app: &mut StoryApp, ctx: &egui::Context) {
 fn start(app: &mut StoryApp, ctx: &egui::Context) {
     if app.export_dialog.running.is_some() {
         return;
+    }
+    let prefs = app.export_dialog.prefs();
+    if app.settings.export.as_ref() != Some(&prefs) {
+        app.settings.export = Some(prefs);
+        app.persist_settings();
     }
     let d = &app.export_dialog;
     let settings = d.effective(&app.doc, app.selection);
