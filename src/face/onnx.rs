@@ -206,7 +206,7 @@ impl OnnxModel {
             source: self.source,
             input: [1, 3, height, width],
             outputs: self.info.output_names.clone(),
-            executor: multithread::Executor::SingleThread,
+            executor: None,
         })
     }
 
@@ -509,15 +509,17 @@ fn guarded<T>(source: &str, f: impl FnOnce() -> T) -> Result<T, OnnxError> {
     })
 }
 
-/// [`InferenceSession`] on a tract plan compiled for one input shape. Single-threaded by default (tract's
-/// default), so several small sessions can run side by side without oversubscribing the CPU;
-/// [`TractSession::with_threads`] gives a big network (segmentation) its own pool of threads.
+/// [`InferenceSession`] on a tract plan compiled for one input shape. Matrix products (convolutions included)
+/// run on one process-wide pool of every core, shared by all sessions, so Auto mask and face analysis running
+/// together share the cores instead of each taking all of them; [`TractSession::with_threads`] gives a session
+/// its own pool instead (benchmarks), and a caller's `multithread_tract_scope` overrides the shared pool.
 pub struct TractSession {
     plan: Arc<TypedSimplePlan>,
     source: String,
     input: [usize; 4],
     outputs: Vec<String>,
-    executor: multithread::Executor,
+    /// `None`: the shared pool.
+    executor: Option<multithread::Executor>,
 }
 
 impl TractSession {
@@ -526,15 +528,32 @@ impl TractSession {
         OnnxModel::read(path)?.prepare(height, width)
     }
 
-    /// Runs the matrix products (convolutions included) on a private pool of `threads` threads; 1 = this thread.
+    /// Runs the matrix products on a private pool of `threads` threads (1 = the calling thread) instead of the
+    /// shared one.
     pub fn with_threads(mut self, threads: usize) -> TractSession {
-        self.executor = if threads > 1 {
-            multithread::Executor::multithread_with_name(threads, "storymaker-onnx")
-        } else {
-            multithread::Executor::SingleThread
-        };
+        self.executor = Some(executor_for(threads));
         self
     }
+}
+
+/// A tract executor of `threads` threads (1 = the calling thread).
+pub fn executor_for(threads: usize) -> multithread::Executor {
+    if threads > 1 {
+        multithread::Executor::multithread_with_name(threads, "storymaker-onnx")
+    } else {
+        multithread::Executor::SingleThread
+    }
+}
+
+/// Makes a pool of every core tract's default executor, once per process.
+fn ensure_shared_pool() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let n = default_threads();
+        if n > 1 {
+            multithread::set_default_executor(executor_for(n));
+        }
+    });
 }
 
 /// Threads for one big CPU network: every core the machine reports (at least 1).
@@ -561,8 +580,13 @@ impl InferenceSession for TractSession {
             return Err(fail(format!("input shape {:?}, the session was prepared for {:?}", input.shape, self.input)));
         }
         let tensor = Tensor::from_shape(&input.shape, &input.data).map_err(|e| fail(format!("{e:#}")))?;
-        let run =
-            || multithread::multithread_tract_scope(self.executor.clone(), || self.plan.run(tvec!(tensor.into())));
+        let run = || match &self.executor {
+            Some(own) => multithread::multithread_tract_scope(own.clone(), || self.plan.run(tvec!(tensor.into()))),
+            None => {
+                ensure_shared_pool();
+                self.plan.run(tvec!(tensor.into()))
+            }
+        };
         let outputs = guarded(&self.source, run)?.map_err(|e| fail(format!("{e:#}")))?;
         outputs
             .iter()

@@ -397,13 +397,17 @@ pub struct Segmenter {
 
 impl Segmenter {
     /// Loads a model file (fp16 converted to float32), tells its family and compiles it for its fixed input
-    /// size, or the family's usual size when the file leaves it open. Runs on every core: the artist is waiting.
+    /// size, or the family's usual size when the file leaves it open. Runs on the shared pool of every core.
     pub fn load(path: &Path) -> Result<Segmenter, SegmentError> {
-        Self::load_with_threads(path, crate::face::onnx::default_threads())
+        Self::load_with(path, None)
     }
 
-    /// [`Self::load`] with the network's matrix products on `threads` threads (1 = the calling thread).
+    /// [`Self::load`] with the network's matrix products on a private pool of `threads` threads (benchmarks).
     pub fn load_with_threads(path: &Path, threads: usize) -> Result<Segmenter, SegmentError> {
+        Self::load_with(path, Some(threads))
+    }
+
+    fn load_with(path: &Path, threads: Option<usize>) -> Result<Segmenter, SegmentError> {
         let model = OnnxModel::read_as_f32(path)?;
         let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
         let family = detect_family(model.info(), &file).ok_or_else(|| SegmentError::UnknownFamily {
@@ -412,7 +416,12 @@ impl Segmenter {
             outputs: model.info().output_names.clone(),
         })?;
         let (h, w) = model.fixed_input_hw().unwrap_or((family.default_size(), family.default_size()));
-        Ok(Segmenter { session: Box::new(model.prepare(h, w)?.with_threads(threads)), family })
+        let session = model.prepare(h, w)?;
+        let session = match threads {
+            Some(n) => session.with_threads(n),
+            None => session,
+        };
+        Ok(Segmenter { session: Box::new(session), family })
     }
 
     /// Wraps an already prepared session (another engine, or a test double).
