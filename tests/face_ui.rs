@@ -139,3 +139,55 @@ fn a_keypoint_dragged_by_hand_gets_a_new_identity_in_the_same_undo_step() {
     undo(&mut h);
     assert_eq!(h.state().project().characters[1], detected, "drag + identity undo as one step");
 }
+
+#[test]
+fn a_click_on_a_detected_face_in_the_photo_picks_it_as_one_undo_step() {
+    let home = tempfile::tempdir().expect("tmp");
+    let models = install_models(home.path());
+    let mut h = harness(home.path());
+    h.get_by_label("Lav").click();
+    step_until(&mut h, "face detection", |a| a.project().characters[1].face.is_some() && !a.is_busy());
+    let detected = h.state().project().characters[1].clone();
+    let analyzer = FaceAnalyzer::load(&find_face_models(&models).expect("models")).expect("load");
+    let photo = image::open(detected.photo.join(h.state().project_root())).expect("photo").to_rgb8();
+    let faces = analyzer.analyze(&photo).expect("analyze");
+    let current = detected.face.as_ref().expect("face").bbox;
+    // A detected face other than the applied one, whose centre lies in no smaller box (what a click there picks).
+    let area = |b: [f32; 4]| (b[2] - b[0]) * (b[3] - b[1]);
+    let inside = |b: [f32; 4], p: [f32; 2]| (b[0]..=b[2]).contains(&p[0]) && (b[1]..=b[3]).contains(&p[1]);
+    let (target, centre) = faces
+        .faces
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.face.bbox != current)
+        .map(|(i, f)| {
+            let b = f.face.bbox;
+            (i, [(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0])
+        })
+        .find(|(i, c)| {
+            let own = area(faces.faces[*i].face.bbox);
+            faces.faces.iter().all(|g| !inside(g.face.bbox, *c) || area(g.face.bbox) >= own)
+        })
+        .expect("the random detector finds another clickable face");
+    h.get_by_label("Face (F)").click();
+    h.run();
+    let canvas = h.get_by_label("Character canvas").rect();
+    let scale = canvas.width() / detected.photo_size[0] as f32;
+    let at = canvas.min + egui::vec2(centre[0], centre[1]) * scale;
+    h.hover_at(at);
+    h.run();
+    for pressed in [true, false] {
+        h.event(egui::Event::PointerButton {
+            pos: at,
+            button: egui::PointerButton::Primary,
+            pressed,
+            modifiers: egui::Modifiers::NONE,
+        });
+        h.run();
+    }
+    let picked = h.state().project().characters[1].face.clone().expect("face");
+    assert_eq!(picked.bbox, faces.faces[target].face.bbox, "the clicked face is applied");
+    assert_eq!(picked.identity, faces.faces[target].identity);
+    undo(&mut h);
+    assert_eq!(h.state().project().characters[1], detected, "picking was one undo step");
+}

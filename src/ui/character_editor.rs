@@ -168,7 +168,7 @@ pub fn show(app: &mut StoryApp, ui: &mut egui::Ui, id: CharacterId) {
             ui.selectable_value(&mut ed.tool, Tool::Erase, "Eraser (E)");
             ui.selectable_value(&mut ed.tool, Tool::Crop, "Crop (C)");
             ui.selectable_value(&mut ed.tool, Tool::Face, "Face (F)")
-                .on_hover_text("Drag a keypoint to move it, or draw a new face box");
+                .on_hover_text("Click a detected face to use it, drag a keypoint to move it, or draw a new face box");
         });
         let l = ui.label("Brush size");
         ui.add(egui::Slider::new(&mut app.editor.brush_radius, 1.0..=300.0).logarithmic(true).suffix(" px"))
@@ -358,6 +358,13 @@ fn handle_drag(app: &mut StoryApp, response: &egui::Response, view: View, id: Ch
     if response.clicked() && response.ctx.input(|i| i.modifiers.alt) {
         if let Some(p) = pointer {
             super::auto_mask::keep_region(app, id, p);
+        }
+        return;
+    }
+    // Face tool: a click inside a detected face's box picks that face (as the list does).
+    if response.clicked() && app.editor.tool == Tool::Face {
+        if let Some(p) = pointer {
+            super::face_panel::pick_at(app, id, p);
         }
         return;
     }

@@ -286,7 +286,10 @@ pub(crate) fn section(app: &mut StoryApp, ui: &mut egui::Ui, c: &Character) -> O
                     ui.colored_label(warn, "No face was found in this photo.");
                 } else {
                     let largest = found.largest();
-                    ui.label(format!("{} face(s) in the photo; click one to use it:", found.faces.len()));
+                    ui.label(format!(
+                        "{} face(s) in the photo; click one here or on the photo (Face tool) to use it:",
+                        found.faces.len()
+                    ));
                     egui::ScrollArea::vertical().id_salt("detected-faces").max_height(160.0).show(ui, |ui| {
                         for (i, f) in found.faces.iter().enumerate() {
                             let [x1, y1, x2, y2] = f.face.bbox;
@@ -349,6 +352,35 @@ pub(crate) fn act(app: &mut StoryApp, id: CharacterId, action: FaceAction) {
             app.set_status(format!("Face {} selected (Ctrl+Z to undo)", i + 1));
         }
     }
+}
+
+/// A click at `p` (photo pixels) with the Face tool: applies the detected face under it (one undo step) unless
+/// it is already the character's face.
+pub(crate) fn pick_at(app: &mut StoryApp, id: CharacterId, p: [f32; 2]) {
+    let Some(c) = app.doc.character(id) else { return };
+    let Some(i) = candidate_at(app, c, p) else { return };
+    let photo = c.photo.join(&app.root);
+    let bbox = app.faces.done.get(&photo).and_then(|f| f.faces.get(i)).map(|f| f.face.bbox);
+    if bbox.is_some() && bbox != c.face.as_ref().map(|f| f.bbox) {
+        act(app, id, FaceAction::Pick(i));
+    }
+}
+
+/// The detected face whose box contains `p` (photo pixels): the smallest such box, so a face inside a larger
+/// false detection can still be clicked. `None` before detection or outside every box.
+fn candidate_at(app: &StoryApp, c: &Character, p: [f32; 2]) -> Option<usize> {
+    let found = app.faces.done.get(&c.photo.join(&app.root))?;
+    let area = |b: [f32; 4]| (b[2] - b[0]) * (b[3] - b[1]);
+    found
+        .faces
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| {
+            let [x1, y1, x2, y2] = f.face.bbox;
+            (x1..=x2).contains(&p[0]) && (y1..=y2).contains(&p[1])
+        })
+        .min_by(|(_, a), (_, b)| area(a.face.bbox).total_cmp(&area(b.face.bbox)))
+        .map(|(i, _)| i)
 }
 
 /// Every detected face of the character's photo, drawn thin and numbered under the chosen one.
