@@ -4,37 +4,17 @@
 //! The models folder holds the synthetic buffalo_l stand-ins of tests/fixtures/face (real loader, real threads).
 #![cfg(feature = "gui")]
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod app_harness;
 
-use egui::{Key, Modifiers};
+use std::path::{Path, PathBuf};
+
+use app_harness::{click_at, harness, step_until, undo};
+use egui::Modifiers;
 use egui_kittest::kittest::Queryable;
-use egui_kittest::Harness;
-use storymaker::app_dirs::AppPaths;
 use storymaker::face::{find_face_models, FaceAnalyzer};
 use storymaker::story::FaceSource;
-use storymaker::ui::{AppEnv, NoDialogs, StoryApp};
 
-fn harness(home: &Path) -> Harness<'static, StoryApp> {
-    let paths = AppPaths::under(home);
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1280.0, 800.0))
-        .with_max_steps(16)
-        .build_eframe(move |cc| StoryApp::new(cc, AppEnv { paths, dialogs: Arc::new(NoDialogs), open: None }));
-    step_until(&mut h, "the photos to load", |a| !a.is_busy());
-    h
-}
-
-fn step_until(h: &mut Harness<'static, StoryApp>, what: &str, done: impl Fn(&StoryApp) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done(h.state()) {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        h.step();
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    h.run();
-}
+const SIZE: egui::Vec2 = egui::vec2(1280.0, 800.0);
 
 /// `<home>/data/models/buffalo_l/` with the synthetic detector and recogniser.
 fn install_models(home: &Path) -> PathBuf {
@@ -46,15 +26,10 @@ fn install_models(home: &Path) -> PathBuf {
     home.join("data/models")
 }
 
-fn undo(h: &mut Harness<'static, StoryApp>) {
-    h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
-    h.run();
-}
-
 #[test]
 fn without_models_the_editor_says_what_is_missing_and_what_to_do() {
     let home = tempfile::tempdir().expect("tmp");
-    let mut h = harness(home.path());
+    let mut h = harness(home.path(), None, SIZE);
     h.get_by_label("Lav").click();
     h.run();
     assert!(h.state().project().characters[1].face.is_none());
@@ -69,7 +44,7 @@ fn without_models_the_editor_says_what_is_missing_and_what_to_do() {
 fn opening_a_character_without_a_face_takes_the_largest_and_others_can_be_picked() {
     let home = tempfile::tempdir().expect("tmp");
     let models = install_models(home.path());
-    let mut h = harness(home.path());
+    let mut h = harness(home.path(), None, SIZE);
     let lav = h.state().project().characters[1].clone();
     assert!(lav.face.is_none());
     h.get_by_label("Lav").click();
@@ -102,7 +77,7 @@ fn opening_a_character_without_a_face_takes_the_largest_and_others_can_be_picked
 fn a_keypoint_dragged_by_hand_gets_a_new_identity_in_the_same_undo_step() {
     let home = tempfile::tempdir().expect("tmp");
     install_models(home.path());
-    let mut h = harness(home.path());
+    let mut h = harness(home.path(), None, SIZE);
     h.get_by_label("Lav").click();
     step_until(&mut h, "face detection", |a| a.project().characters[1].face.is_some() && !a.is_busy());
     let detected = h.state().project().characters[1].clone();
@@ -144,7 +119,7 @@ fn a_keypoint_dragged_by_hand_gets_a_new_identity_in_the_same_undo_step() {
 fn a_click_on_a_detected_face_in_the_photo_picks_it_as_one_undo_step() {
     let home = tempfile::tempdir().expect("tmp");
     let models = install_models(home.path());
-    let mut h = harness(home.path());
+    let mut h = harness(home.path(), None, SIZE);
     h.get_by_label("Lav").click();
     step_until(&mut h, "face detection", |a| a.project().characters[1].face.is_some() && !a.is_busy());
     let detected = h.state().project().characters[1].clone();
@@ -173,18 +148,7 @@ fn a_click_on_a_detected_face_in_the_photo_picks_it_as_one_undo_step() {
     h.run();
     let canvas = h.get_by_label("Character canvas").rect();
     let scale = canvas.width() / detected.photo_size[0] as f32;
-    let at = canvas.min + egui::vec2(centre[0], centre[1]) * scale;
-    h.hover_at(at);
-    h.run();
-    for pressed in [true, false] {
-        h.event(egui::Event::PointerButton {
-            pos: at,
-            button: egui::PointerButton::Primary,
-            pressed,
-            modifiers: egui::Modifiers::NONE,
-        });
-        h.run();
-    }
+    click_at(&mut h, canvas.min + egui::vec2(centre[0], centre[1]) * scale, Modifiers::NONE);
     let picked = h.state().project().characters[1].face.clone().expect("face");
     assert_eq!(picked.bbox, faces.faces[target].face.bbox, "the clicked face is applied");
     assert_eq!(picked.identity, faces.faces[target].identity);

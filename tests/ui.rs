@@ -1,17 +1,18 @@
 //! Headless UI tests: the real `StoryApp` driven through egui_kittest (no GPU, no display).
 
+mod app_harness;
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
+use app_harness::{harness as harness_sized, step_until, undo};
 use egui::{Key, Modifiers};
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use storymaker::app_dirs::AppPaths;
 use storymaker::story::{load_project, Project};
-use storymaker::ui::{AppEnv, NoDialogs, Selection, StoryApp};
+use storymaker::ui::{Selection, StoryApp};
 
 #[derive(Debug)]
 struct TestFile(PathBuf);
@@ -29,37 +30,9 @@ fn harness(home: &Path, open: Option<PathBuf>) -> Harness<'static, StoryApp> {
     harness_sized(home, open, egui::vec2(1280.0, 800.0))
 }
 
-fn harness_sized(home: &Path, open: Option<PathBuf>, size: egui::Vec2) -> Harness<'static, StoryApp> {
-    let paths = AppPaths::under(home);
-    let mut h = Harness::builder()
-        .with_size(size)
-        // New thumbnails and scroll areas settle over a few frames after background work lands.
-        .with_max_steps(16)
-        .build_eframe(move |cc| StoryApp::new(cc, AppEnv { paths, dialogs: Arc::new(NoDialogs), open }));
-    // Thumbnails decode on background threads; let them land before the test drives the UI.
-    step_until(&mut h, "the photos to load", |a| !a.is_busy());
-    h
-}
-
-/// Steps the app until `done` holds (workers run on other threads).
-fn step_until(h: &mut Harness<'static, StoryApp>, what: &str, done: impl Fn(&StoryApp) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done(h.state()) {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        h.step();
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    h.run();
-}
-
 fn write_png(path: &Path, w: u32, h: u32) {
     let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 3) as u8, (y * 5) as u8, 128]));
     img.save(path).unwrap();
-}
-
-fn undo(h: &mut Harness<'static, StoryApp>) {
-    h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
-    h.run();
 }
 
 fn redo(h: &mut Harness<'static, StoryApp>) {

@@ -3,36 +3,18 @@
 //! without a model the click says where to put one.
 #![cfg(feature = "gui")]
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod app_harness;
 
-use egui::{Key, Modifiers};
+use std::path::{Path, PathBuf};
+
+use app_harness::{click_at, harness, step_until, undo};
+use egui::Modifiers;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
-use storymaker::app_dirs::AppPaths;
 use storymaker::imaging::segment::Segmenter;
-use storymaker::ui::{AppEnv, NoDialogs, StoryApp};
+use storymaker::ui::StoryApp;
 
-fn harness(home: &Path) -> Harness<'static, StoryApp> {
-    let paths = AppPaths::under(home);
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1280.0, 800.0))
-        .with_max_steps(16)
-        .build_eframe(move |cc| StoryApp::new(cc, AppEnv { paths, dialogs: Arc::new(NoDialogs), open: None }));
-    step_until(&mut h, "the photos to load", |a| !a.is_busy());
-    h
-}
-
-fn step_until(h: &mut Harness<'static, StoryApp>, what: &str, done: impl Fn(&StoryApp) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !done(h.state()) {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        h.step();
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    h.run();
-}
+const SIZE: egui::Vec2 = egui::vec2(1280.0, 800.0);
 
 fn install_model(home: &Path) -> PathBuf {
     let dir = home.join("data/models/segmentation");
@@ -43,15 +25,10 @@ fn install_model(home: &Path) -> PathBuf {
     model
 }
 
-fn undo(h: &mut Harness<'static, StoryApp>) {
-    h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
-    h.run();
-}
-
 #[test]
 fn without_a_model_auto_mask_says_where_to_put_one() {
     let home = tempfile::tempdir().expect("tmp");
-    let mut h = harness(home.path());
+    let mut h = harness(home.path(), None, SIZE);
     h.get_by_label("Lav").click();
     h.run();
     let before = h.state().project().characters[1].mask.clone();
@@ -67,7 +44,7 @@ fn without_a_model_auto_mask_says_where_to_put_one() {
 fn auto_mask_then_eraser_then_undo_restores_the_auto_mask() {
     let home = tempfile::tempdir().expect("tmp");
     let model = install_model(home.path());
-    let mut h = harness(home.path());
+    let mut h = harness(home.path(), None, SIZE);
     h.get_by_label("Lav").click();
     h.run();
     let original = h.state().project().characters[1].clone();
@@ -117,7 +94,7 @@ fn stroke(h: &mut Harness<'static, StoryApp>, a: egui::Pos2, b: egui::Pos2) {
 #[test]
 fn alt_click_keeps_only_the_person_under_the_click_as_one_undo_step() {
     let home = tempfile::tempdir().expect("tmp");
-    let mut h = harness(home.path());
+    let mut h = harness(home.path(), None, SIZE);
     h.get_by_label("Lav").click();
     h.run();
     // Two separate "people" on an empty mask: two vertical brush strokes far apart.
@@ -133,20 +110,7 @@ fn alt_click_keeps_only_the_person_under_the_click_as_one_undo_step() {
     assert!(two.count_nonzero() > 0, "the strokes painted");
 
     // Alt+click on the left stroke (the modifier held through press and release, as a user does).
-    h.event(egui::Event::ModifiersChanged(Modifiers::ALT));
-    h.hover_at(left);
-    h.run();
-    for pressed in [true, false] {
-        h.event(egui::Event::PointerButton {
-            pos: left,
-            button: egui::PointerButton::Primary,
-            pressed,
-            modifiers: Modifiers::ALT,
-        });
-        h.run();
-    }
-    h.event(egui::Event::ModifiersChanged(Modifiers::NONE));
-    h.run();
+    click_at(&mut h, left, Modifiers::ALT);
     let kept = h.state().project().characters[1].mask.clone();
     let (n_two, n_kept) = (two.count_nonzero(), kept.count_nonzero());
     assert!(n_kept > 0 && n_kept < n_two, "one of the two strokes is kept: {n_kept} of {n_two} pixels");

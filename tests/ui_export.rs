@@ -2,37 +2,16 @@
 //! Export writes the PDF off the UI thread, a read-only folder is reported, bubble placement is
 //! an undoable edit.
 
+mod app_harness;
 mod export_support;
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
+use app_harness::{harness, step_until};
 use egui::{Key, Modifiers};
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
-use storymaker::app_dirs::AppPaths;
-use storymaker::ui::{AppEnv, NoDialogs, StoryApp};
+use storymaker::ui::StoryApp;
 
-fn harness(home: &Path, open: Option<PathBuf>) -> Harness<'static, StoryApp> {
-    let paths = AppPaths::under(home);
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1400.0, 900.0))
-        .with_max_steps(16)
-        .build_eframe(move |cc| StoryApp::new(cc, AppEnv { paths, dialogs: Arc::new(NoDialogs), open }));
-    step_until(&mut h, "the photos to load", |a| !a.is_busy());
-    h
-}
-
-fn step_until(h: &mut Harness<'static, StoryApp>, what: &str, done: impl Fn(&StoryApp) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done(h.state()) {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        h.step();
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    h.run();
-}
+const SIZE: egui::Vec2 = egui::vec2(1400.0, 900.0);
 
 /// Opens the dialog with Ctrl+E and waits for the preview of page 1.
 fn open_dialog(h: &mut Harness<'static, StoryApp>) {
@@ -49,7 +28,7 @@ fn ctrl_e_previews_and_exports_the_story_as_pdf() {
     let home = tempfile::tempdir().unwrap();
     let dir = home.path().join("story");
     export_support::sample_with_images(&dir);
-    let mut h = harness(home.path(), Some(dir.clone()));
+    let mut h = harness(home.path(), Some(dir.clone()), SIZE);
     h.run();
     open_dialog(&mut h);
     h.get_by_label("Export").click();
@@ -69,7 +48,7 @@ fn a_read_only_folder_is_reported_in_the_dialog() {
     let home = tempfile::tempdir().unwrap();
     let ro = export_support::ReadOnlyDir::new();
     let before = export_support::listing(&ro.path);
-    let mut h = harness(home.path(), None);
+    let mut h = harness(home.path(), None, SIZE);
     h.run();
     open_dialog(&mut h);
     h.get_by_label("Folder").focus();
@@ -90,7 +69,7 @@ fn a_read_only_folder_is_reported_in_the_dialog() {
 #[test]
 fn bubble_placement_is_an_undoable_edit() {
     let home = tempfile::tempdir().unwrap();
-    let mut h = harness(home.path(), None);
+    let mut h = harness(home.path(), None, SIZE);
     h.run();
     open_dialog(&mut h);
     assert_eq!(h.state().project().panels[0].bubble, None);
@@ -120,7 +99,7 @@ fn export_choices_are_remembered_by_the_next_run_of_the_app() {
     let dir = home.path().join("story");
     export_support::sample_with_images(&dir);
     let chosen = {
-        let mut h = harness(home.path(), Some(dir.clone()));
+        let mut h = harness(home.path(), Some(dir.clone()), SIZE);
         h.run();
         open_dialog(&mut h);
         let defaults = h.state().export_dialog().current_prefs();
@@ -143,7 +122,7 @@ fn export_choices_are_remembered_by_the_next_run_of_the_app() {
         chosen
     };
     // A new run of the app on the same settings folder opens the dialog with the last export's choices.
-    let mut h = harness(home.path(), Some(dir));
+    let mut h = harness(home.path(), Some(dir), SIZE);
     h.run();
     open_dialog(&mut h);
     assert_eq!(h.state().export_dialog().current_prefs(), chosen);
