@@ -21,17 +21,6 @@ pub fn conv2d(cin: usize, cout: usize, kernel: usize, cfg: Conv2dConfig, vb: Var
     Ok(Conv2d { inner: candle_nn::conv2d(cin, cout, kernel, cfg, vb)? })
 }
 
-impl Conv2d {
-    pub fn weight(&self) -> &Tensor {
-        self.inner.weight()
-    }
-
-    /// candle's convolution whatever the device: the CPU path, and the reference for the cuDNN one.
-    pub fn forward_reference(&self, x: &Tensor) -> Result<Tensor> {
-        self.inner.forward(x)
-    }
-}
-
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         #[cfg(feature = "cudnn")]
