@@ -8,6 +8,9 @@ set -uo pipefail
 bin=${1:-.gpu/storymaker}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
+# Everything also goes to $OUT/run.log, which comes back even when the call is cut off.
+exec > >(tee "$OUT/run.log") 2>&1
+export PYTHONUNBUFFERED=1
 FX=tests/fixtures/parity
 G=.gpu/sdxl-tiny
 # The tiny models in a diffusers folder layout.
@@ -19,16 +22,16 @@ cp $FX/clip_g.config.json $G/text_encoder_2/config.json; cp $FX/clip_g.weights.s
 for dt in f32 bf16; do
   for c in text-encoders unet vae-decode; do
     w=$G; [ $c = unet ] && w=$G/unet; [ $c = vae-decode ] && w=$G/vae
-    timeout 120 bash .gpu/gpu-run.sh "$bin" tensor-check $c --device cuda --dtype $dt --weights $w \
-      --inputs .gpu/inputs/$c.safetensors --out "$OUT/$c.$dt.safetensors" 2>&1 | grep -E "wrote|error|Error" | tail -2
+    timeout 60 bash .gpu/gpu-run.sh "$bin" tensor-check $c --device cuda --dtype $dt --weights $w \
+      --inputs .gpu/inputs/$c.safetensors --out "$OUT/$c.$dt.safetensors" 2>&1 | grep -E "wrote|error|Error|panic" | tail -3
   done
 done
 echo "== fused kernels vs reference paths (accuracy vs f32, time)"
-timeout 180 bash .gpu/gpu-run.sh "$bin" bench kernels --dtype bf16 --runs 20 2>&1 | grep -E "ms|tolerance|rror" | tail -25
+timeout 120 bash .gpu/gpu-run.sh "$bin" bench kernels --dtype bf16 --runs 20 2>&1 | grep -E "ms|tolerance|rror" | tail -25
 echo "== storymaker bench (candle, ours): fused kernels, then the candle-ops paths in the same run"
 for att in fused reference; do
-  timeout 240 bash .gpu/gpu-run.sh "$bin" bench unet --size 1024 --batch 2 --dtype bf16 --steps 20 --device cuda \
-    --kernels $att 2>&1 | tail -1
+  timeout 150 bash .gpu/gpu-run.sh "$bin" bench unet --size 1024 --batch 2 --dtype bf16 --steps 20 --device cuda \
+    --kernels $att 2>&1 | grep -vE "^(===|\||\+|Linux|os:|ldd)" | tail -4
 done
 echo "== diffusers eager (same GPU, same shapes)"
 PY=""
