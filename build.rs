@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const KERNELS: &[&str] = &["flash_attention", "group_norm"];
+const KERNELS: &[&str] = &["flash_attention", "group_norm", "elementwise"];
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -20,6 +20,7 @@ fn main() {
     let nvcc = std::env::var("NVCC").unwrap_or_else(|_| "nvcc".into());
     let cap: u32 = std::env::var("CUDA_COMPUTE_CAP").ok().and_then(|c| c.trim().parse().ok()).unwrap_or(80);
     assert!(cap >= 80, "the fused kernels need compute capability 8.0 or newer (CUDA_COMPUTE_CAP={cap})");
+    println!("cargo:rerun-if-changed=src/kernels/elem.cuh");
     for name in KERNELS {
         let src = format!("src/kernels/{name}.cu");
         println!("cargo:rerun-if-changed={src}");

@@ -16,10 +16,12 @@ use crate::models::unet::{UNet2DConditionModel, UNetConfig, UNetInput};
 
 pub const HELP: &str = "storymaker bench unet [--size 1024] [--batch 2] [--dtype bf16] [--steps 20] [--warmup 2]
                       [--device auto|cpu|cuda] [--config sdxl|FILE.json] [--kernels fused|reference]
+                      [--profile 3]
   Builds the SDXL UNet with random weights (full size by default) and times --steps UNet calls
   on a batch of --batch latents of --size/8 pixels (batch 2 = one CFG step). On the CPU use a
   small --size (e.g. 256) and --dtype f32. --kernels reference turns our fused CUDA kernels off
-  (attention, GroupNorm) to time the difference in the same run.";
+  (attention, GroupNorm) to time the difference in the same run. --profile N then runs N more steps
+  with the device synchronised around every layer group and prints where the time goes (per step).";
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     match args.positional.first().map(String::as_str) {
@@ -96,6 +98,44 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         if crate::kernels::fused_enabled() && device.is_cuda() { "fused" } else { "reference" },
         times.first().copied().unwrap_or(0.0),
         times.last().copied().unwrap_or(0.0)
+    );
+    let profile_steps: usize = args.parse_or("profile", 0)?;
+    if profile_steps > 0 {
+        print_profile(&unet, &input, &device, profile_steps, median)?;
+    }
+    Ok(())
+}
+
+/// Runs `steps` profiled UNet calls and prints the time per category and step ([`crate::kernels::profile`]).
+fn print_profile(
+    unet: &UNet2DConditionModel,
+    input: &UNetInput,
+    device: &Device,
+    steps: usize,
+    unprofiled_ms: f64,
+) -> anyhow::Result<()> {
+    use crate::kernels::profile;
+    profile::reset();
+    profile::enable(true);
+    let t = Instant::now();
+    let result = (0..steps).try_for_each(|_| unet.forward(input).map(drop));
+    device.synchronize()?;
+    profile::enable(false);
+    result?;
+    let wall = t.elapsed().as_secs_f64() * 1e3 / steps as f64;
+    let table = profile::table();
+    let total: f64 = table.iter().map(|e| e.ms).sum::<f64>() / steps as f64;
+    println!("profile: {steps} steps, {wall:.2} ms/step profiled ({unprofiled_ms:.2} unprofiled); per step:");
+    for e in &table {
+        let ms = e.ms / steps as f64;
+        println!("  {:24} {:6} calls {ms:8.2} ms {:5.1}%", e.name, e.calls / steps as u64, 100.0 * ms / wall.max(1e-9));
+    }
+    println!(
+        "  {:24} {:>6}       {:8.2} ms {:5.1}%",
+        "(outside scopes)",
+        "",
+        wall - total,
+        100.0 * (wall - total) / wall.max(1e-9)
     );
     Ok(())
 }

@@ -8,8 +8,9 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 
 use super::args::Args;
-use crate::kernels::flash_attention;
+use crate::kernels::conv::{conv2d, Conv2d};
 use crate::kernels::group_norm::FusedGroupNorm;
+use crate::kernels::{elementwise, flash_attention, set_fused};
 use crate::models::attention::sdpa_reference;
 
 pub const HELP: &str = "storymaker bench kernels [--dtype bf16|f16] [--runs 20] [--device cuda]
@@ -159,8 +160,120 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "bench kernels group norm {dtype:?}: all shapes reference {total_ref:.2} ms, fused {total_fused:.2} ms ({:.1}x)",
         total_ref / total_fused.max(1e-9),
     );
-    let checked = SHAPES.len() + NORM_SHAPES.len();
+    let fused_ops = fused_ops(&device, dtype, runs, &mut failures)?;
+    let checked = SHAPES.len() + NORM_SHAPES.len() + fused_ops;
     println!("bench kernels: {} of {checked} shapes within tolerance", checked - failures.len());
     anyhow::ensure!(failures.is_empty(), "fused kernels out of tolerance on: {}", failures.join(", "));
     Ok(())
+}
+
+/// A computation run twice, with the fused kernels off (candle ops: the reference) and on.
+type Case<'a> = Box<dyn Fn() -> candle_core::Result<Tensor> + 'a>;
+
+/// Compares the fused and reference paths of one computation against `exact` (its f32 result) and times both.
+fn compare(
+    label: &str,
+    device: &Device,
+    dtype: DType,
+    runs: usize,
+    exact: &Tensor,
+    f: Case,
+) -> anyhow::Result<(bool, f64, f64)> {
+    set_fused(false);
+    let reference = f();
+    let t_ref = reference.is_ok().then(|| time(device, runs, &f));
+    set_fused(true);
+    let (reference, t_ref) = (reference?, t_ref.transpose()?.unwrap_or(0.0));
+    let fused = f()?;
+    let t_fused = time(device, runs, &f)?;
+    anyhow::ensure!(fused.dims() == reference.dims(), "{label}: shape {:?} vs {:?}", fused.dims(), reference.dims());
+    let (err_ref, err_fused) = (max_abs(&reference, exact)?, max_abs(&fused, exact)?);
+    let ok = within(dtype, err_ref, err_fused);
+    println!(
+        "{label:36} {:?} max|err| vs f32: reference {err_ref:.2e} fused {err_fused:.2e} {} | reference {t_ref:.3} ms \
+         fused {t_fused:.3} ms ({:.1}x)",
+        exact.dims(),
+        if ok { "ok" } else { "FAIL" },
+        t_ref / t_fused.max(1e-9)
+    );
+    Ok((ok, t_ref, t_fused))
+}
+
+/// GEGLU, bias + residual and the cuDNN convolution against candle's ops, on the UNet's shapes at 1024²; returns
+/// how many shapes were checked and pushes the failing ones.
+fn fused_ops(device: &Device, dtype: DType, runs: usize, failures: &mut Vec<&'static str>) -> anyhow::Result<usize> {
+    let randn = |shape: &[usize], std: f64| -> anyhow::Result<Tensor> {
+        Ok(Tensor::randn(0f32, std as f32, shape, device)?.to_dtype(dtype)?)
+    };
+    let f32_of = |t: &Tensor| t.to_dtype(DType::F32);
+    let mut n = 0;
+    let (mut total_ref, mut total_fused) = (0.0, 0.0);
+    let mut record = |label: &'static str, r: (bool, f64, f64)| {
+        if !r.0 {
+            failures.push(label);
+        }
+        total_ref += r.1;
+        total_fused += r.2;
+        n += 1;
+    };
+    let geglu: [(&'static str, [usize; 3]); 2] =
+        [("geglu level-1", [2, 4096, 5120]), ("geglu level-2", [2, 1024, 10240])];
+    for (label, shape) in geglu {
+        let (h, b) = (randn(&shape, 1.0)?, randn(&[shape[2]], 0.5)?);
+        set_fused(false);
+        let exact = elementwise::geglu(&f32_of(&h)?, &f32_of(&b)?)?;
+        record(label, compare(label, device, dtype, runs, &exact, Box::new(|| elementwise::geglu(&h, &b)))?);
+    }
+    let linear: [(&'static str, [usize; 3]); 2] =
+        [("linear bias+residual level-1", [2, 4096, 640]), ("linear bias+residual level-2", [2, 1024, 1280])];
+    for (label, shape) in linear {
+        let (a, b, r) = (randn(&shape, 1.0)?, randn(&[shape[2]], 0.5)?, randn(&shape, 1.0)?);
+        set_fused(false);
+        let exact = elementwise::linear_bias_residual(&f32_of(&a)?, &f32_of(&b)?, &f32_of(&r)?)?;
+        let case: Case = Box::new(|| elementwise::linear_bias_residual(&a, &b, &r));
+        record(label, compare(label, device, dtype, runs, &exact, case)?);
+    }
+    // (label, input shape, output channels, kernel, stride): the UNet's convolutions at 1024², CFG batch 2.
+    let convs: [(&'static str, [usize; 4], usize, usize, usize); 6] = [
+        ("conv 3x3 320 @128²", [2, 320, 128, 128], 320, 3, 1),
+        ("conv 3x3 640 @64²", [2, 640, 64, 64], 640, 3, 1),
+        ("conv 3x3 1280 @32²", [2, 1280, 32, 32], 1280, 3, 1),
+        ("conv 3x3 2560->1280 @32²", [2, 2560, 32, 32], 1280, 3, 1),
+        ("conv 3x3 s2 320 @128²", [2, 320, 128, 128], 320, 3, 2),
+        ("conv 1x1 960->640 @64²", [2, 960, 64, 64], 640, 1, 1),
+    ];
+    for (label, shape, cout, k, stride) in convs {
+        let x = randn(&shape, 1.0)?;
+        let cin = shape[1];
+        let w = randn(&[cout, cin, k, k], (1.0 / (cin * k * k) as f64).sqrt())?;
+        let b = randn(&[cout], 0.5)?;
+        let cfg = candle_nn::Conv2dConfig { padding: k / 2, stride, ..Default::default() };
+        let make = |w: &Tensor, b: &Tensor| -> candle_core::Result<Conv2d> {
+            let mut map = std::collections::HashMap::new();
+            map.insert("weight".to_string(), w.clone());
+            map.insert("bias".to_string(), b.clone());
+            let vb = candle_nn::VarBuilder::from_tensors(map, w.dtype(), device);
+            conv2d(cin, cout, k, cfg, vb)
+        };
+        let (conv, conv32) = (make(&w, &b)?, make(&f32_of(&w)?, &f32_of(&b)?)?);
+        set_fused(false);
+        let exact = candle_core::Module::forward(&conv32, &f32_of(&x)?)?;
+        let case: Case = Box::new(|| candle_core::Module::forward(&conv, &x));
+        record(label, compare(label, device, dtype, runs, &exact, case)?);
+        if stride == 1 && cin == cout {
+            // conv2 of a resnet: bias and the skip connection added in one pass after the bias-free conv.
+            let label: &'static str = "conv bias+skip (resnet conv2)";
+            let y = conv.forward_no_bias(&x)?;
+            set_fused(false);
+            let exact = elementwise::conv_bias_residual(&f32_of(&y)?, &f32_of(&b)?, &f32_of(&x)?)?;
+            let case: Case = Box::new(|| elementwise::conv_bias_residual(&y, &b, &x));
+            record(label, compare(label, device, dtype, runs, &exact, case)?);
+        }
+    }
+    set_fused(true);
+    println!(
+        "bench kernels fused ops {dtype:?}: all shapes reference {total_ref:.2} ms, fused {total_fused:.2} ms ({:.1}x)",
+        total_ref / total_fused.max(1e-9),
+    );
+    Ok(n)
 }

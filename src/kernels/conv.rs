@@ -21,17 +21,37 @@ pub fn conv2d(cin: usize, cout: usize, kernel: usize, cfg: Conv2dConfig, vb: Var
     Ok(Conv2d { inner: candle_nn::conv2d(cin, cout, kernel, cfg, vb)? })
 }
 
+impl Conv2d {
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.inner.bias()
+    }
+
+    /// The convolution without its bias, for callers that fuse the bias into what follows
+    /// ([`super::elementwise::conv_bias_residual`], the resnets' timestep add).
+    pub fn forward_no_bias(&self, x: &Tensor) -> Result<Tensor> {
+        let _p = super::profile::scope("conv", x.device());
+        #[cfg(feature = "cudnn")]
+        if super::fused_enabled() && x.device().is_cuda() && x.rank() == 4 && self.inner.config().groups == 1 {
+            let cfg = *self.inner.config();
+            return x.apply_op2_no_bwd(self.inner.weight(), &cudnn::CudnnConv { cfg });
+        }
+        let c = self.inner.config();
+        x.conv2d(self.inner.weight(), c.padding, c.stride, c.dilation, c.groups)
+    }
+}
+
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         #[cfg(feature = "cudnn")]
         if super::fused_enabled() && x.device().is_cuda() && x.rank() == 4 && self.inner.config().groups == 1 {
-            let cfg = *self.inner.config();
-            let y = x.apply_op2_no_bwd(self.inner.weight(), &cudnn::CudnnConv { cfg })?;
+            let y = self.forward_no_bias(x)?;
+            let _p = super::profile::scope("conv.bias", x.device());
             return match self.inner.bias() {
                 Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
                 None => Ok(y),
             };
         }
+        let _p = super::profile::scope("conv", x.device());
         self.inner.forward(x)
     }
 }

@@ -7,41 +7,9 @@
 // stays in L2: the mean, the variance around it (two-pass: no cancellation), then normalise + affine + SiLU in
 // f32 and store in the input type. One block per (sample, group).
 
-typedef unsigned short u16;
-typedef unsigned int u32;
-typedef long long i64;
+#include "elem.cuh"
 
 #define THREADS 512
-
-template <int KIND> struct Elem;  // 0 = f32, 1 = f16, 2 = bf16
-
-template <> struct Elem<0> {
-    typedef float T;
-    static __device__ __forceinline__ float load(const float* p) { return *p; }
-    static __device__ __forceinline__ void store(float* p, float v) { *p = v; }
-};
-template <> struct Elem<1> {
-    typedef u16 T;
-    static __device__ __forceinline__ float load(const u16* p) {
-        float f;
-        asm("{ .reg .f16 h; ld.global.nc.b16 h, [%1]; cvt.f32.f16 %0, h; }" : "=f"(f) : "l"(p));
-        return f;
-    }
-    static __device__ __forceinline__ void store(u16* p, float v) {
-        u16 r;
-        asm("{ .reg .f16 h; cvt.rn.f16.f32 h, %1; mov.b16 %0, h; }" : "=h"(r) : "f"(v));
-        *p = r;
-    }
-};
-template <> struct Elem<2> {
-    typedef u16 T;
-    static __device__ __forceinline__ float load(const u16* p) { return __uint_as_float(((u32)*p) << 16); }
-    static __device__ __forceinline__ void store(u16* p, float v) {
-        u16 r;
-        asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(v));
-        *p = r;
-    }
-};
 
 // Sum over the block (every thread gets the result).
 static __device__ __forceinline__ float block_sum(float v, float* scratch) {

@@ -54,6 +54,7 @@ impl FusedGroupNorm {
     }
 
     fn forward_with(&self, x: &Tensor, silu: bool) -> Result<Tensor> {
+        let _p = super::profile::scope("group_norm", x.device());
         #[cfg(feature = "cuda")]
         if let Some((w, b)) = self.affine_f32.as_ref().filter(|_| super::fused_enabled()) {
             if x.rank() >= 3 && matches!(x.dtype(), DType::F32 | DType::F16 | DType::BF16) {

@@ -5,8 +5,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub mod conv;
+pub mod elementwise;
 pub mod flash_attention;
 pub mod group_norm;
+pub mod profile;
 
 static FUSED: AtomicBool = AtomicBool::new(true);
 
@@ -18,4 +20,10 @@ pub fn set_fused(on: bool) {
 
 pub fn fused_enabled() -> bool {
     FUSED.load(Ordering::Relaxed)
+}
+
+/// Whether the fused CUDA kernels apply to this tensor: a `cuda` build, fusing on, a CUDA tensor. Everywhere else
+/// the layers run their reference candle ops, exactly as the CPU parity tests pin them.
+pub fn fuse_on(x: &candle_core::Tensor) -> bool {
+    cfg!(feature = "cuda") && fused_enabled() && x.device().is_cuda()
 }

@@ -40,6 +40,13 @@ pub fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
     x.reshape((b, t, heads, c / heads))?.transpose(1, 2)?.contiguous()
 }
 
+/// `[B, T, H*D]` -> `[B, H, T, D]` as a strided view (no copy): what the fused attention kernel reads directly;
+/// [`sdpa`] copies it to contiguous only when it takes the reference path.
+pub fn split_heads_view(x: &Tensor, heads: usize) -> Result<Tensor> {
+    let (b, t, c) = x.dims3()?;
+    x.reshape((b, t, heads, c / heads))?.transpose(1, 2)
+}
+
 /// `[B, H, T, D]` -> `[B, T, H*D]`
 pub fn merge_heads(x: &Tensor) -> Result<Tensor> {
     let (b, h, t, d) = x.dims4()?;
@@ -49,10 +56,11 @@ pub fn merge_heads(x: &Tensor) -> Result<Tensor> {
 /// `softmax(q k^T / sqrt(d)) v` on `[B, H, T, D]` tensors: the fused CUDA kernel where it applies
 /// ([`crate::kernels::flash_attention::supported`]), otherwise [`sdpa_reference`].
 pub fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    let _p = crate::kernels::profile::scope("attn.sdpa", q.device());
     if crate::kernels::flash_attention::supported(q, k, v) {
         return crate::kernels::flash_attention::flash_attention(q, k, v);
     }
-    sdpa_reference(q, k, v)
+    sdpa_reference(&q.contiguous()?, &k.contiguous()?, &v.contiguous()?)
 }
 
 /// The candle-ops path of [`sdpa`] (every CPU tensor; the reference the fused kernel is checked against),
@@ -140,21 +148,46 @@ impl Attention {
 
     /// `x` `[B, T, C]`; `context` `[B, S, C_ctx]` for cross-attention, `None` for self-attention.
     pub fn forward(&self, x: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
-        let q = split_heads(&self.proj(Proj::Q, &self.to_q, x)?, self.heads)?;
+        let z = self.attend(x, context)?;
+        let _p = crate::kernels::profile::scope("attn.out", x.device());
+        self.proj(Proj::Out, &self.to_out, &z)
+    }
+
+    /// `forward(x, context) + residual`; on the GPU without an extension, `to_out`'s bias and the residual are
+    /// added in one fused pass (issue 9).
+    pub fn forward_residual(&self, x: &Tensor, context: Option<&Tensor>, residual: &Tensor) -> Result<Tensor> {
+        use crate::kernels::{elementwise, profile::scope};
+        if let (true, None, Some(bias)) = (crate::kernels::fuse_on(x), &self.extension, self.to_out.bias()) {
+            let z = self.attend(x, context)?;
+            let a = {
+                let _p = scope("attn.out", x.device());
+                elementwise::matmul_t(&z, self.to_out.weight())?
+            };
+            let _p = scope("attn.bias+residual", x.device());
+            return elementwise::linear_bias_residual(&a, bias, residual);
+        }
+        self.forward(x, context)? + residual
+    }
+
+    /// Everything before `to_out`: projections, attention, the extension's extra branch; `[B, T, H*D]`.
+    fn attend(&self, x: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+        let p = crate::kernels::profile::scope("attn.qkv", x.device());
+        let q = split_heads_view(&self.proj(Proj::Q, &self.to_q, x)?, self.heads)?;
         let (text, extra) = match (context, self.extension.as_ref().and_then(|e| e.text_len())) {
             (Some(c), Some(n)) if c.dim(1)? > n => (c.narrow(1, 0, n)?, Some(c.narrow(1, n, c.dim(1)? - n)?)),
             (Some(c), _) => (c.clone(), None),
             (None, _) => (x.clone(), None),
         };
-        let k = split_heads(&self.proj(Proj::K, &self.to_k, &text)?, self.heads)?;
-        let v = split_heads(&self.proj(Proj::V, &self.to_v, &text)?, self.heads)?;
+        let k = split_heads_view(&self.proj(Proj::K, &self.to_k, &text)?, self.heads)?;
+        let v = split_heads_view(&self.proj(Proj::V, &self.to_v, &text)?, self.heads)?;
+        drop(p);
         let mut z = merge_heads(&sdpa(&q, &k, &v)?)?;
         if let (Some(ext), Some(extra)) = (&self.extension, extra) {
             if let Some(zi) = ext.extra_attention(&q, &extra, self.heads)? {
                 z = (z + zi)?;
             }
         }
-        self.proj(Proj::Out, &self.to_out, &z)
+        Ok(z)
     }
 }
 
@@ -172,6 +205,31 @@ impl FeedForward {
             proj: linear(dim, inner * 2, vb.pp("net").pp("0").pp("proj"))?,
             out: linear(inner, dim, vb.pp("net").pp("2"))?,
         })
+    }
+}
+
+impl FeedForward {
+    /// `forward(x) + residual`; on the GPU, GEGLU takes the projection's bias and `net.2`'s bias is added with
+    /// the residual, each in one fused pass (issue 9).
+    pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        use crate::kernels::{elementwise, profile::scope};
+        if let (true, Some(b1), Some(b2)) = (crate::kernels::fuse_on(x), self.proj.bias(), self.out.bias()) {
+            let h = {
+                let _p = scope("ff.proj", x.device());
+                elementwise::matmul_t(x, self.proj.weight())?
+            };
+            let g = {
+                let _p = scope("ff.geglu", x.device());
+                elementwise::geglu(&h, b1)?
+            };
+            let o = {
+                let _p = scope("ff.out", x.device());
+                elementwise::matmul_t(&g, self.out.weight())?
+            };
+            let _p = scope("ff.bias+residual", x.device());
+            return elementwise::linear_bias_residual(&o, b2, residual);
+        }
+        self.forward(x)? + residual
     }
 }
 

@@ -27,12 +27,13 @@ for dt in f32 bf16; do
   done
 done
 echo "== fused kernels vs reference paths (accuracy vs f32, time)"
-timeout 120 bash .gpu/gpu-run.sh "$bin" bench kernels --dtype bf16 --runs 20 2>&1 | grep -E "ms|tolerance|rror" | tail -25
+timeout 120 bash .gpu/gpu-run.sh "$bin" bench kernels --dtype bf16 --runs 20 2>&1 | grep -E "ms|tolerance|rror" | tail -40
 echo "== storymaker bench (candle, ours): fused kernels, then the candle-ops paths in the same run"
 for att in fused reference; do
   timeout 150 bash .gpu/gpu-run.sh "$bin" bench unet --size 1024 --batch 2 --dtype bf16 --steps 20 --device cuda \
-    --kernels $att 2>&1 | grep -vE "^(===|\||\+|Linux|os:|ldd)" | tail -4
+    --kernels $att $([ $att = fused ] && echo --profile 2) 2>&1 | sed -n '/^unet:/,$p'
 done
+[ -n "${SKIP_DIFFUSERS:-}" ] && exit 0
 echo "== diffusers eager (same GPU, same shapes)"
 PY=""
 for p in python3 /opt/torch/.venv/bin/python3 python; do

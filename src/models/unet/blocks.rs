@@ -164,7 +164,10 @@ impl UpBlock {
         let mut h = x.clone();
         for (j, r) in self.resnets.iter().enumerate() {
             let skip = skips.pop().ok_or_else(|| candle_core::Error::Msg("UNet: skip connections exhausted".into()))?;
-            h = Tensor::cat(&[&h, &skip], 1)?;
+            h = {
+                let _p = crate::kernels::profile::scope("unet.skip_cat", h.device());
+                Tensor::cat(&[&h, &skip], 1)?
+            };
             h = r.forward(&h, Some(temb))?;
             if let Some(a) = self.attentions.get(j) {
                 h = a.forward(&h, context)?;
@@ -173,7 +176,11 @@ impl UpBlock {
         if let Some(conv) = &self.upsampler {
             let (_, _, hh, ww) = h.dims4()?;
             let (th, tw) = upsample_size.unwrap_or((hh * 2, ww * 2));
-            h = conv.forward(&h.upsample_nearest2d(th, tw)?)?;
+            let up = {
+                let _p = crate::kernels::profile::scope("unet.upsample", h.device());
+                h.upsample_nearest2d(th, tw)?
+            };
+            h = conv.forward(&up)?;
         }
         Ok(h)
     }

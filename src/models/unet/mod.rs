@@ -152,6 +152,7 @@ impl UNet2DConditionModel {
     /// Time embedding `[B, temb]` in the model dtype: sinusoid(t) → MLP, plus the text_time
     /// embedding `add_embedding(cat[text_embeds, sinusoid(time_ids)])` (pooled text first, §6).
     pub fn time_embedding(&self, input: &UNetInput) -> Result<Tensor> {
+        let _p = crate::kernels::profile::scope("unet.time_embedding", input.sample.device());
         self.time.forward(input.sample, input.timesteps, input.text_embeds, input.time_ids)
     }
 

@@ -44,6 +44,9 @@ impl ResnetBlock2D {
 
     /// `temb` is the already-activated-free time embedding `[B, T]` (SiLU is applied here).
     pub fn forward(&self, x: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
+        if crate::kernels::fuse_on(x) {
+            return self.forward_fused(x, temb);
+        }
         let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
         let h = match (&self.time_emb_proj, temb) {
             (Some(p), Some(t)) => {
@@ -58,5 +61,41 @@ impl ResnetBlock2D {
             None => x.clone(),
         };
         skip + h
+    }
+
+    /// The GPU path (issue 9): conv1's bias and the timestep projection are summed on the small `[B, C]` tensor
+    /// and added in one pass; conv2's bias and the skip connection are added in one fused pass. Same maths as
+    /// [`Self::forward`]'s candle ops, which the CPU runs.
+    fn forward_fused(&self, x: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
+        use crate::kernels::profile::scope;
+        let h = self.conv1.forward_no_bias(&self.norm1.forward_silu(x)?)?;
+        let add = match (&self.time_emb_proj, temb) {
+            (Some(p), Some(t)) => {
+                let _p = scope("resnet.temb", x.device());
+                let t = p.forward(&candle_nn::ops::silu(t)?)?;
+                Some(match self.conv1.bias() {
+                    Some(b) => t.broadcast_add(&b.unsqueeze(0)?)?,
+                    None => t,
+                })
+            }
+            _ => self.conv1.bias().map(|b| b.unsqueeze(0)).transpose()?,
+        };
+        let h = match add {
+            Some(a) => {
+                let _p = scope("resnet.bias+temb", x.device());
+                h.broadcast_add(&a.unsqueeze(2)?.unsqueeze(3)?)?
+            }
+            None => h,
+        };
+        let skip = match &self.conv_shortcut {
+            Some(c) => c.forward(x)?,
+            None => x.clone(),
+        };
+        let h = self.conv2.forward_no_bias(&self.norm2.forward_silu(&h)?)?;
+        let _p = scope("resnet.bias+skip", x.device());
+        match self.conv2.bias() {
+            Some(b) => crate::kernels::elementwise::conv_bias_residual(&h, b, &skip),
+            None => skip + h,
+        }
     }
 }

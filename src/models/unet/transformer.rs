@@ -30,9 +30,24 @@ impl BasicTransformerBlock {
     }
 
     pub fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+        if crate::kernels::fuse_on(x) {
+            return self.forward_fused(x, context);
+        }
         let x = (self.attn1.forward(&self.norm1.forward(x)?, None)? + x)?;
         let x = (self.attn2.forward(&self.norm2.forward(&x)?, Some(context))? + &x)?;
         self.ff.forward(&self.norm3.forward(&x)?)? + x
+    }
+
+    /// The GPU path (issue 9): each residual add is fused with the bias of the layer before it, and GEGLU with
+    /// its projection's bias (`kernels::elementwise`); the same maths as [`Self::forward`].
+    fn forward_fused(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let norm = |n: &LayerNorm, x: &Tensor| {
+            let _p = crate::kernels::profile::scope("layer_norm", x.device());
+            n.forward(x)
+        };
+        let x = self.attn1.forward_residual(&norm(&self.norm1, x)?, None, x)?;
+        let x = self.attn2.forward_residual(&norm(&self.norm2, &x)?, Some(context), &x)?;
+        self.ff.forward_residual(&norm(&self.norm3, &x)?, &x)
     }
 }
 
@@ -72,11 +87,14 @@ impl Transformer2DModel {
         let (b, c, h, w) = x.dims4()?;
         let residual = x;
         let hs = self.norm.forward(x)?;
+        let p = crate::kernels::profile::scope("transformer.proj_in", x.device());
         let hs = hs.permute((0, 2, 3, 1))?.reshape((b, h * w, c))?;
         let mut hs = self.proj_in.forward(&hs)?;
+        drop(p);
         for block in &self.blocks {
             hs = block.forward(&hs, context)?;
         }
+        let _p = crate::kernels::profile::scope("transformer.proj_out", x.device());
         let hs = self.proj_out.forward(&hs)?;
         let hs = hs.reshape((b, h, w, c))?.permute((0, 3, 1, 2))?;
         hs + residual
