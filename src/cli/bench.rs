@@ -137,6 +137,9 @@ fn print_profile(
         wall - total,
         100.0 * (wall - total) / wall.max(1e-9)
     );
+    for line in crate::kernels::conv::tuning_report() {
+        println!("cuDNN {line}");
+    }
     Ok(())
 }
 

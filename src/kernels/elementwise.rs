@@ -7,7 +7,14 @@ use candle_core::{Result, Tensor, D};
 
 /// `x · wᵀ` as `candle_nn::Linear` computes it before adding its bias (the same broadcast matmul), so a fused
 /// bias epilogue sees exactly the product the reference path sees.
+/// A contiguous `[B, T, K]` input is multiplied as one `[B·T, K]` GEMM (one large cuBLAS call instead of a
+/// batched one over a broadcast weight).
 pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if let ([b, t, k], true) = (x.dims(), x.is_contiguous()) {
+        let (b, t, k) = (*b, *t, *k);
+        let y = x.reshape((b * t, k))?.matmul(&w.t()?)?;
+        return y.reshape((b, t, y.dim(1)?));
+    }
     let w = match *x.dims() {
         [b1, b2, _, _] => w.broadcast_left((b1, b2))?.t()?,
         [b, _, _] => w.broadcast_left(b)?.t()?,
@@ -36,6 +43,23 @@ pub fn linear_bias_residual(a: &Tensor, bias: &Tensor, residual: &Tensor) -> Res
         return a.apply_op3_no_bwd(bias, residual, &cuda::BiasResidual { inner: 1 });
     }
     a.broadcast_add(bias)? + residual
+}
+
+/// `a + bias` over dimension 1 of an NCHW `a`, `bias` being `[C]` (a convolution's bias) or `[B, C]` (the
+/// resnets' conv bias plus timestep projection, one value per sample and channel).
+pub fn channel_bias(a: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let (b, c) = (a.dim(0)?, a.dim(1)?);
+    let per_sample = bias.rank() == 2;
+    #[cfg(feature = "cuda")]
+    if super::fuse_on(a) && a.is_contiguous() && bias.is_contiguous() && a.rank() == 4 {
+        let inner = a.dims()[2..].iter().product();
+        let len = if per_sample { b * c } else { c };
+        if bias.elem_count() == len {
+            return a.apply_op2_no_bwd(bias, &cuda::BiasResidual { inner });
+        }
+    }
+    let shape = if per_sample { (b, c, 1, 1) } else { (1, c, 1, 1) };
+    a.broadcast_add(&bias.reshape(shape)?)
 }
 
 /// `a + bias + residual` with `bias` `[C]` over dimension 1 of an NCHW `a` (a convolution's output).
@@ -114,7 +138,7 @@ mod cuda {
         fn cuda_fwd(&self, h: &CudaStorage, hl: &Layout, b: &CudaStorage, bl: &Layout) -> Result<(CudaStorage, Shape)> {
             let dims = hl.shape().dims();
             let two_f = dims.last().copied().unwrap_or(0);
-            if !hl.is_contiguous() || !bl.is_contiguous() || two_f % 2 != 0 || bl.shape().elem_count() != two_f {
+            if !hl.is_contiguous() || !bl.is_contiguous() || !two_f.is_multiple_of(2) || bl.shape().elem_count() != two_f {
                 candle_core::bail!("fused GEGLU: contiguous [.., 2F] input and a [2F] bias");
             }
             if b.dtype() != h.dtype() {
@@ -145,20 +169,40 @@ mod cuda {
             dev: &CudaDevice,
             (a, al): (&CudaStorage, &Layout),
             (b, bl): (&CudaStorage, &Layout),
-            (r, rl): (&CudaStorage, &Layout),
+            res: Option<(&CudaStorage, &Layout)>,
         ) -> Result<CudaStorage> {
-            let kernel = format!("bias_residual_{}", suffix(a.dtype(), "bias + residual")?);
+            let name = if res.is_some() { "bias_residual" } else { "bias_add" };
+            let kernel = format!("{name}_{}", suffix(a.dtype(), "bias + residual")?);
             let func = dev.get_or_load_custom_func(&kernel, MODULE, PTX)?;
-            let (as_, bs, rs) = (slice::<T>(a, al)?, slice::<T>(b, bl)?, slice::<T>(r, rl)?);
+            let (as_, bs) = (slice::<T>(a, al)?, slice::<T>(b, bl)?);
+            let rs = res.map(|(r, rl)| slice::<T>(r, rl)).transpose()?;
             let n = al.shape().elem_count();
             // SAFETY: the kernel writes every one of the n elements.
             let out = unsafe { dev.alloc::<T>(n)? };
             let (n_i, inner, len) = (n as i64, self.inner as i64, bl.shape().elem_count() as i64);
             let mut builder = func.builder();
-            builder.arg(&as_).arg(&bs).arg(&rs).arg(&out).arg(&n_i).arg(&inner).arg(&len);
+            builder.arg(&as_).arg(&bs);
+            if let Some(rs) = &rs {
+                builder.arg(rs);
+            }
+            builder.arg(&out).arg(&n_i).arg(&inner).arg(&len);
             // SAFETY: argument list and types match bias_residual_* in elementwise.cu.
             unsafe { builder.launch(grid(n)) }.w()?;
             Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
+        }
+    }
+
+    impl candle_core::CustomOp2 for BiasResidual {
+        fn name(&self) -> &'static str {
+            "storymaker-bias"
+        }
+
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+            candle_core::bail!("the fused bias add runs on CUDA only; the CPU uses candle ops")
+        }
+
+        fn cuda_fwd(&self, a: &CudaStorage, al: &Layout, b: &CudaStorage, bl: &Layout) -> Result<(CudaStorage, Shape)> {
+            self.checked(a, al, b, bl, None)
         }
     }
 
@@ -188,19 +232,36 @@ mod cuda {
             r: &CudaStorage,
             rl: &Layout,
         ) -> Result<(CudaStorage, Shape)> {
-            let ok = al.is_contiguous() && bl.is_contiguous() && rl.is_contiguous() && al.shape() == rl.shape();
+            self.checked(a, al, b, bl, Some((r, rl)))
+        }
+    }
+
+    impl BiasResidual {
+        fn checked(
+            &self,
+            a: &CudaStorage,
+            al: &Layout,
+            b: &CudaStorage,
+            bl: &Layout,
+            res: Option<(&CudaStorage, &Layout)>,
+        ) -> Result<(CudaStorage, Shape)> {
+            let res_ok =
+                res.is_none_or(|(r, rl)| rl.is_contiguous() && al.shape() == rl.shape() && r.dtype() == a.dtype());
             let len = bl.shape().elem_count();
-            if !ok || self.inner == 0 || len == 0 || al.shape().elem_count() % (self.inner * len) != 0 {
-                candle_core::bail!("fused bias + residual: contiguous tensors of one shape and a bias that tiles it");
+            if !al.is_contiguous() || !bl.is_contiguous() || !res_ok {
+                candle_core::bail!("fused bias + residual: contiguous tensors of one shape and dtype");
             }
-            if b.dtype() != a.dtype() || r.dtype() != a.dtype() {
-                candle_core::bail!("fused bias + residual: all three tensors must share a dtype");
+            if self.inner == 0 || len == 0 || !al.shape().elem_count().is_multiple_of(self.inner * len) {
+                candle_core::bail!("fused bias + residual: the bias does not tile the tensor");
+            }
+            if b.dtype() != a.dtype() {
+                candle_core::bail!("fused bias + residual: the bias must have the tensor's dtype");
             }
             let dev = a.device();
             let out = match a.dtype() {
-                DType::F32 => self.launch::<f32>(dev, (a, al), (b, bl), (r, rl))?,
-                DType::F16 => self.launch::<half::f16>(dev, (a, al), (b, bl), (r, rl))?,
-                _ => self.launch::<half::bf16>(dev, (a, al), (b, bl), (r, rl))?,
+                DType::F32 => self.launch::<f32>(dev, (a, al), (b, bl), res)?,
+                DType::F16 => self.launch::<half::f16>(dev, (a, al), (b, bl), res)?,
+                _ => self.launch::<half::bf16>(dev, (a, al), (b, bl), res)?,
             };
             Ok((out, al.shape().clone()))
         }

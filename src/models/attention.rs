@@ -139,7 +139,11 @@ impl Attention {
     }
 
     fn proj(&self, which: Proj, layer: &Linear, x: &Tensor) -> Result<Tensor> {
-        let base = layer.forward(x)?;
+        let base = match (crate::kernels::fuse_on(x), layer.bias()) {
+            // One [B·T, K] GEMM on the GPU (q/k/v have no bias).
+            (true, None) => crate::kernels::elementwise::matmul_t(x, layer.weight())?,
+            _ => layer.forward(x)?,
+        };
         match &self.extension {
             Some(ext) => ext.project(which, x, base),
             None => Ok(base),

@@ -78,12 +78,12 @@ impl ResnetBlock2D {
                     None => t,
                 })
             }
-            _ => self.conv1.bias().map(|b| b.unsqueeze(0)).transpose()?,
+            _ => self.conv1.bias().cloned(),
         };
         let h = match add {
             Some(a) => {
                 let _p = scope("resnet.bias+temb", x.device());
-                h.broadcast_add(&a.unsqueeze(2)?.unsqueeze(3)?)?
+                crate::kernels::elementwise::channel_bias(&h, &a)?
             }
             None => h,
         };
