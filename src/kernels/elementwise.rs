@@ -138,7 +138,11 @@ mod cuda {
         fn cuda_fwd(&self, h: &CudaStorage, hl: &Layout, b: &CudaStorage, bl: &Layout) -> Result<(CudaStorage, Shape)> {
             let dims = hl.shape().dims();
             let two_f = dims.last().copied().unwrap_or(0);
-            if !hl.is_contiguous() || !bl.is_contiguous() || !two_f.is_multiple_of(2) || bl.shape().elem_count() != two_f {
+            if !hl.is_contiguous()
+                || !bl.is_contiguous()
+                || !two_f.is_multiple_of(2)
+                || bl.shape().elem_count() != two_f
+            {
                 candle_core::bail!("fused GEGLU: contiguous [.., 2F] input and a [2F] bias");
             }
             if b.dtype() != h.dtype() {

@@ -216,6 +216,199 @@ __device__ __forceinline__ void flash_forward(const u16* __restrict__ q, const u
     }
 }
 
+// ---- Version 2 (session 4): the same algorithm with the shared-memory traffic cut ~6x and twice the query rows
+// per block. Profiling v1 on an H100 (bench kernels: 0.59 ms for (2,10,4096,4096,64), ~145 TFLOP/s) pointed at the
+// fragment loads: v1 reads each K B-fragment with two 32-bit loads and each V B-fragment with four 16-bit loads
+// (192 shared-memory instructions per 64 mma). Here `ldmatrix.x4` loads four 8x8 tiles per instruction: K
+// fragments directly (row = key, so the untransposed tile is already the col-major B operand) and V fragments with
+// `.trans` (the PTX-documented way to get B = V[keys, dims] in col-major form) — 32 instructions per 64 mma.
+// 8 warps x 16 rows = 128 query rows share each K/V tile, halving the K/V reads from L2. Only the last key tile
+// pays for masking.
+//
+// ldmatrix (PTX ISA, m8n8, .b16): threads 8m..8m+7 give the row addresses of tile m; each thread receives, for
+// tile m, register m = (row lane/4, cols 2(lane%4), +1), or with .trans (rows 2(lane%4), +1, col lane/4).
+#define WARPS_V2 8
+#define BLOCK_Q_V2 (WARPS_V2 * 16)
+
+static __device__ __forceinline__ unsigned smem_addr(const void* p) {
+    return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+static __device__ __forceinline__ void ldmatrix_x4(u32* r, const u16* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+
+static __device__ __forceinline__ void ldmatrix_x2(u32* r, const u16* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];" : "=r"(r[0]), "=r"(r[1]) : "r"(smem_addr(p)));
+}
+
+static __device__ __forceinline__ void ldmatrix_x4_trans(u32* r, const u16* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+
+template <int D, bool BF16>
+__device__ __forceinline__ void flash_forward_v2(const u16* __restrict__ q, const u16* __restrict__ k,
+                                                 const u16* __restrict__ v, u16* __restrict__ o, int heads, int tq,
+                                                 int tk, float scale_log2, Strides qs, Strides ks, Strides vs,
+                                                 Strides os) {
+    static_assert(D % 16 == 0 && (D / 8) % 2 == 0, "head dim must be a multiple of 16");
+    constexpr int LD = D + SMEM_PAD;  // 16-byte aligned rows; 8 consecutive rows hit 32 distinct banks
+    __shared__ __align__(16) u16 k_tile[BLOCK_K * LD];
+    __shared__ __align__(16) u16 v_tile[BLOCK_K * LD];
+
+    const int bh = blockIdx.y;
+    const int b = bh / heads, h = bh % heads;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int g = lane >> 2, t = lane & 3;
+    const int lrow = lane & 7, lmat = lane >> 3;  // the row and tile this lane addresses in ldmatrix
+    const u16* qb = q + b * qs.b + h * qs.h;
+    const u16* kb = k + b * ks.b + h * ks.h;
+    const u16* vb = v + b * vs.b + h * vs.h;
+    u16* ob = o + b * os.b + h * os.h;
+    const int row0 = blockIdx.x * BLOCK_Q_V2 + warp * 16;
+    const int rows[2] = {row0 + g, row0 + g + 8};
+
+    u32 qa[D / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            const int row = rows[r & 1];
+            const int col = kk * 16 + 2 * t + ((r & 2) ? 8 : 0);
+            qa[kk][r] = row < tq ? *reinterpret_cast<const u32*>(qb + row * qs.t + col) : 0u;
+        }
+    }
+
+    float acc[D / 8][4];
+#pragma unroll
+    for (int i = 0; i < D / 8; ++i) {
+        acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+    }
+    float m[2] = {-INFINITY, -INFINITY};
+    float l[2] = {0.f, 0.f};
+
+    const int tiles = (tk + BLOCK_K - 1) / BLOCK_K;
+    for (int tile = 0; tile < tiles; ++tile) {
+        const int key0 = tile * BLOCK_K;
+        __syncthreads();
+        constexpr int CHUNKS = BLOCK_K * D / 8;
+        for (int c = threadIdx.x; c < CHUNKS; c += WARPS_V2 * 32) {
+            const int r = c / (D / 8), col = (c % (D / 8)) * 8;
+            uint4 kv = make_uint4(0u, 0u, 0u, 0u), vv = make_uint4(0u, 0u, 0u, 0u);
+            if (key0 + r < tk) {
+                kv = *reinterpret_cast<const uint4*>(kb + (key0 + r) * ks.t + col);
+                vv = *reinterpret_cast<const uint4*>(vb + (key0 + r) * vs.t + col);
+            }
+            *reinterpret_cast<uint4*>(k_tile + r * LD + col) = kv;
+            *reinterpret_cast<uint4*>(v_tile + r * LD + col) = vv;
+        }
+        __syncthreads();
+
+        float s[BLOCK_K / 8][4];
+#pragma unroll
+        for (int j = 0; j < BLOCK_K / 8; ++j) {
+            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+            // Tiles m = 0..3 of keys j*8..j*8+7: dims kk*16 + 8m (two kk per ldmatrix.x4).
+            const u16* krow = k_tile + (j * 8 + lrow) * LD;
+#pragma unroll
+            for (int kk = 0; kk + 1 < D / 16; kk += 2) {
+                u32 bf[4];
+                ldmatrix_x4(bf, krow + kk * 16 + lmat * 8);
+                Elem<BF16>::mma(s[j], qa[kk], bf);
+                Elem<BF16>::mma(s[j], qa[kk + 1], bf + 2);
+            }
+            if ((D / 16) % 2 == 1) {
+                constexpr int kk = D / 16 - 1;
+                u32 bf[2];
+                ldmatrix_x2(bf, krow + kk * 16 + (lmat & 1) * 8);
+                Elem<BF16>::mma(s[j], qa[kk], bf);
+            }
+        }
+
+        float mx[2] = {m[0], m[1]};
+        const bool tail = key0 + BLOCK_K > tk;
+#pragma unroll
+        for (int j = 0; j < BLOCK_K / 8; ++j) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int key = key0 + j * 8 + 2 * t + (e & 1);
+                s[j][e] = (!tail || key < tk) ? s[j][e] * scale_log2 : -INFINITY;
+            }
+            mx[0] = fmaxf(mx[0], fmaxf(s[j][0], s[j][1]));
+            mx[1] = fmaxf(mx[1], fmaxf(s[j][2], s[j][3]));
+        }
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+        }
+        const float alpha[2] = {exp2f(m[0] - mx[0]), exp2f(m[1] - mx[1])};
+        m[0] = mx[0];
+        m[1] = mx[1];
+        float sum[2] = {0.f, 0.f};
+#pragma unroll
+        for (int j = 0; j < BLOCK_K / 8; ++j) {
+            s[j][0] = exp2f(s[j][0] - mx[0]);
+            s[j][1] = exp2f(s[j][1] - mx[0]);
+            s[j][2] = exp2f(s[j][2] - mx[1]);
+            s[j][3] = exp2f(s[j][3] - mx[1]);
+            sum[0] += s[j][0] + s[j][1];
+            sum[1] += s[j][2] + s[j][3];
+        }
+        l[0] = l[0] * alpha[0] + sum[0];
+        l[1] = l[1] * alpha[1] + sum[1];
+#pragma unroll
+        for (int i = 0; i < D / 8; ++i) {
+            acc[i][0] *= alpha[0];
+            acc[i][1] *= alpha[0];
+            acc[i][2] *= alpha[1];
+            acc[i][3] *= alpha[1];
+        }
+
+#pragma unroll
+        for (int kc = 0; kc < BLOCK_K / 16; ++kc) {
+            const u32 pa[4] = {
+                Elem<BF16>::pack(s[2 * kc][0], s[2 * kc][1]),
+                Elem<BF16>::pack(s[2 * kc][2], s[2 * kc][3]),
+                Elem<BF16>::pack(s[2 * kc + 1][0], s[2 * kc + 1][1]),
+                Elem<BF16>::pack(s[2 * kc + 1][2], s[2 * kc + 1][3]),
+            };
+            // Tile m: keys kc*16 + (m&1)*8 .. +7, dims (i + (m>>1))*8 .. +7, transposed on load.
+            const u16* vrow = v_tile + (kc * 16 + (lmat & 1) * 8 + lrow) * LD + (lmat >> 1) * 8;
+#pragma unroll
+            for (int i = 0; i < D / 8; i += 2) {
+                u32 bf[4];
+                ldmatrix_x4_trans(bf, vrow + i * 8);
+                Elem<BF16>::mma(acc[i], pa, bf);
+                Elem<BF16>::mma(acc[i + 1], pa, bf + 2);
+            }
+        }
+    }
+
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
+        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
+    }
+    const float inv[2] = {1.f / l[0], 1.f / l[1]};
+#pragma unroll
+    for (int i = 0; i < D / 8; ++i) {
+        const int col = i * 8 + 2 * t;
+        if (rows[0] < tq) {
+            *reinterpret_cast<u32*>(ob + rows[0] * os.t + col) =
+                Elem<BF16>::pack(acc[i][0] * inv[0], acc[i][1] * inv[0]);
+        }
+        if (rows[1] < tq) {
+            *reinterpret_cast<u32*>(ob + rows[1] * os.t + col) =
+                Elem<BF16>::pack(acc[i][2] * inv[1], acc[i][3] * inv[1]);
+        }
+    }
+}
+
 #define FLASH_ENTRY(NAME, D, BF16)                                                                               \
     extern "C" __global__ void __launch_bounds__(WARPS * 32)                                                     \
         NAME(const u16* q, const u16* k, const u16* v, u16* o, int heads, int tq, int tk, float scale_log2,      \
@@ -229,3 +422,17 @@ FLASH_ENTRY(flash_attention_d64_f16, 64, false)
 FLASH_ENTRY(flash_attention_d64_bf16, 64, true)
 FLASH_ENTRY(flash_attention_d80_f16, 80, false)
 FLASH_ENTRY(flash_attention_d80_bf16, 80, true)
+
+#define FLASH_ENTRY_V2(NAME, D, BF16)                                                                            \
+    extern "C" __global__ void __launch_bounds__(WARPS_V2 * 32)                                                  \
+        NAME(const u16* q, const u16* k, const u16* v, u16* o, int heads, int tq, int tk, float scale_log2,      \
+             i64 qsb, i64 qsh, i64 qst, i64 ksb, i64 ksh, i64 kst, i64 vsb, i64 vsh, i64 vst, i64 osb, i64 osh, \
+             i64 ost) {                                                                                          \
+        flash_forward_v2<D, BF16>(q, k, v, o, heads, tq, tk, scale_log2, Strides{qsb, qsh, qst},                 \
+                                  Strides{ksb, ksh, kst}, Strides{vsb, vsh, vst}, Strides{osb, osh, ost});        \
+    }
+
+FLASH_ENTRY_V2(flash_attention_v2_d64_f16, 64, false)
+FLASH_ENTRY_V2(flash_attention_v2_d64_bf16, 64, true)
+FLASH_ENTRY_V2(flash_attention_v2_d80_f16, 80, false)
+FLASH_ENTRY_V2(flash_attention_v2_d80_bf16, 80, true)
