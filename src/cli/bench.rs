@@ -16,13 +16,12 @@ use crate::models::unet::{UNet2DConditionModel, UNetConfig, UNetInput};
 
 pub const HELP: &str = "storymaker bench unet [--size 1024] [--batch 2] [--dtype bf16] [--steps 20] [--warmup 2]
                       [--device auto|cpu|cuda] [--config sdxl|FILE.json] [--kernels fused|reference]
-                      [--profile 3] [--attention v2|v1]
+                      [--profile 3]
   Builds the SDXL UNet with random weights (full size by default) and times --steps UNet calls
   on a batch of --batch latents of --size/8 pixels (batch 2 = one CFG step). On the CPU use a
   small --size (e.g. 256) and --dtype f32. --kernels reference turns our fused CUDA kernels off
-  (attention, GroupNorm) to time the difference in the same run. --profile N then runs N more steps
-  with the device synchronised around every layer group and prints where the time goes (per step).
-  --attention v1 times the first version of the fused attention kernel.";
+  (attention, GroupNorm, GEGLU, biases, cuDNN) to time the difference in the same run. --profile N then runs N more steps
+  with the device synchronised around every layer group and prints where the time goes (per step).";
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     match args.positional.first().map(String::as_str) {
@@ -41,11 +40,6 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "fused" => crate::kernels::set_fused(true),
         "reference" => crate::kernels::set_fused(false),
         other => anyhow::bail!("--kernels must be fused or reference, not {other}"),
-    }
-    match args.get_or("attention", "v2") {
-        "v1" => crate::kernels::flash_attention::set_version(1),
-        "v2" => crate::kernels::flash_attention::set_version(2),
-        other => anyhow::bail!("--attention must be v1 or v2, not {other}"),
     }
     let dtype = super::parse_dtype(args.get_or("dtype", if device.is_cpu() { "f32" } else { "bf16" }))?;
     let size: usize = args.parse_or("size", if device.is_cpu() { 256 } else { 1024 })?;
@@ -99,11 +93,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     times.sort_by(|a, b| a.total_cmp(b));
     let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
     let median = times.get(times.len() / 2).copied().unwrap_or(0.0);
-    let kernels =
-        match (crate::kernels::fused_enabled() && device.is_cuda(), crate::kernels::flash_attention::version()) {
-            (false, _) => "reference".to_string(),
-            (true, v) => format!("fused (attention v{v})"),
-        };
+    let kernels = if crate::kernels::fused_enabled() && device.is_cuda() { "fused" } else { "reference" };
     println!(
         "bench unet size={size} batch={batch} dtype={dtype:?} steps={steps} kernels={kernels}: mean {mean:.2} ms/step, median {median:.2}, min {:.2}, max {:.2}",
         times.first().copied().unwrap_or(0.0),

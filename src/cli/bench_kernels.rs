@@ -14,7 +14,7 @@ use crate::kernels::{elementwise, flash_attention, set_fused};
 use crate::models::attention::sdpa_reference;
 
 pub const HELP: &str = "storymaker bench kernels [--dtype bf16|f16] [--runs 20] [--device cuda]
-  Fused attention (kernel versions 1 and 2, error vs f32 and time each) vs the reference path on the shapes of SDXL at 1024² and 768² (self and cross attention,
+  Fused attention vs the reference path on the shapes of SDXL at 1024² and 768² (self and cross attention,
   CFG batch 2), CLIP-L/G text, CLIP ViT-H/14 and odd lengths; fused GroupNorm(+SiLU) vs candle's on the
   UNet and VAE shapes. Prints max |error| of each path against f32 and the time of each; exits non-zero
   when a fused kernel is out of tolerance. Needs a CUDA build and GPU.";
@@ -99,37 +99,30 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         // The reference path gets contiguous heads (what split_heads gives it); the fused one reads the view.
         let t_ref = time(&device, runs, || sdpa_reference(&qc, &kc, &vc))?;
         total_ref += t_ref;
-        // Both kernel versions (flash_attention::set_version), the default (2) last so it stays selected.
-        let mut line = format!("{label:36} ({b},{h},{tq},{tk},{d}) reference {err_ref:.2e} {t_ref:.3} ms");
-        for version in [1u8, 2] {
-            flash_attention::set_version(version);
-            let fused = flash_attention::flash_attention(&q, &k, &v)?;
-            anyhow::ensure!(
-                fused.dims() == reference.dims(),
-                "{label}: shape {:?} vs {:?}",
-                fused.dims(),
-                reference.dims()
-            );
-            // The fused kernel rounds P to the input type like the reference's softmax output.
-            let err_fused = max_abs(&fused, &exact)?;
-            let ok = within(dtype, err_ref, err_fused);
-            if !ok {
-                failures.push(label);
-            }
-            let t_fused = time(&device, runs, || flash_attention::flash_attention(&q, &k, &v))?;
-            if version == 2 {
-                total_fused += t_fused;
-            }
-            line += &format!(
-                " | v{version} {err_fused:.2e} {} {t_fused:.3} ms ({:.1}x)",
-                if ok { "ok" } else { "FAIL" },
-                t_ref / t_fused.max(1e-9)
-            );
+        let fused = flash_attention::flash_attention(&q, &k, &v)?;
+        anyhow::ensure!(
+            fused.dims() == reference.dims(),
+            "{label}: shape {:?} vs {:?}",
+            fused.dims(),
+            reference.dims()
+        );
+        // The fused kernel rounds P to the input type like the reference's softmax output.
+        let err_fused = max_abs(&fused, &exact)?;
+        let ok = within(dtype, err_ref, err_fused);
+        if !ok {
+            failures.push(label);
         }
-        println!("{line}");
+        let t_fused = time(&device, runs, || flash_attention::flash_attention(&q, &k, &v))?;
+        total_fused += t_fused;
+        println!(
+            "{label:36} ({b},{h},{tq},{tk},{d}) max|err| vs f32: reference {err_ref:.2e} fused {err_fused:.2e} {} | \
+             reference {t_ref:.3} ms fused {t_fused:.3} ms ({:.1}x)",
+            if ok { "ok" } else { "FAIL" },
+            t_ref / t_fused.max(1e-9)
+        );
     }
     println!(
-        "bench kernels attention {dtype:?}: all shapes reference {total_ref:.2} ms, fused v2 {total_fused:.2} ms ({:.1}x)",
+        "bench kernels attention {dtype:?}: all shapes reference {total_ref:.2} ms, fused {total_fused:.2} ms ({:.1}x)",
         total_ref / total_fused.max(1e-9),
     );
     let (mut total_ref, mut total_fused) = (0.0, 0.0);

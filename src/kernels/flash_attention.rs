@@ -13,19 +13,6 @@ use candle_core::{DType, Result, Tensor};
 /// Head dimensions with a compiled kernel.
 pub const HEAD_DIMS: [usize; 2] = [64, 80];
 
-/// Which kernel [`flash_attention`] launches: 2 (the default: ldmatrix fragment loads, 128 query rows per block)
-/// or 1 (the first version: scalar shared-memory loads, 64 rows per block), kept so both can be timed and
-/// checked in one device run (`bench kernels`, `bench unet --attention v1`).
-static VERSION: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(2);
-
-pub fn set_version(v: u8) {
-    VERSION.store(if v == 1 { 1 } else { 2 }, std::sync::atomic::Ordering::Relaxed);
-}
-
-pub fn version() -> u8 {
-    VERSION.load(std::sync::atomic::Ordering::Relaxed)
-}
-
 /// Whether the fused kernel can compute `softmax(q kᵀ / √d) v` for these `[B, H, T, D]` tensors: a CUDA
 /// device, f16 or bf16, a head dim in [`HEAD_DIMS`], unit stride over `D` and 16-byte aligned rows (the kernel
 /// loads K/V tiles in 16-byte chunks).
@@ -71,15 +58,9 @@ mod cuda {
 
     const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/flash_attention.ptx"));
     const MODULE: &str = "storymaker_flash_attention";
-    /// Query rows per block and threads per block of each version, as in the kernel (BLOCK_Q, WARPS * 32 and
-    /// BLOCK_Q_V2, WARPS_V2 * 32).
-    fn geometry(version: u8) -> (usize, u32) {
-        if version == 1 {
-            (64, 128)
-        } else {
-            (128, 256)
-        }
-    }
+    /// Query rows per block and threads per block, as in the kernel (BLOCK_Q, WARPS * 32).
+    const BLOCK_Q: usize = 128;
+    const THREADS: u32 = 256;
 
     pub(super) struct FlashAttention;
 
@@ -117,10 +98,9 @@ mod cuda {
         for s in [&qsb, &qsh, &qst, &ksb, &ksh, &kst, &vsb, &vsh, &vst, &osb, &osh, &ost] {
             builder.arg(s);
         }
-        let (block_q, threads) = geometry(super::version());
         let cfg = LaunchConfig {
-            grid_dim: (tq.div_ceil(block_q) as u32, (b * h) as u32, 1),
-            block_dim: (threads, 1, 1),
+            grid_dim: (tq.div_ceil(BLOCK_Q) as u32, (b * h) as u32, 1),
+            block_dim: (THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
         // SAFETY: argument list and types match the kernel's signature (flash_attention.cu, FLASH_ENTRY).
@@ -168,8 +148,7 @@ mod cuda {
             if !super::HEAD_DIMS.contains(&d) {
                 candle_core::bail!("fused attention: no kernel for head dim {d}");
             }
-            let tag = if super::version() == 1 { "" } else { "v2_" };
-            let kernel = format!("flash_attention_{tag}d{d}_{suffix}");
+            let kernel = format!("flash_attention_d{d}_{suffix}");
             let dev = q.device();
             let dims = (b, h, tq, tk, d);
             let out = match dtype {

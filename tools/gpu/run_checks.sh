@@ -29,7 +29,7 @@ done
 echo "== fused kernels vs reference paths (accuracy vs f32, time)"
 timeout 120 bash .gpu/gpu-run.sh "$bin" bench kernels --dtype bf16 --runs 20 2>&1 | grep -E "ms|tolerance|rror" | tail -40
 echo "== storymaker bench (candle, ours): fused kernels, then the candle-ops paths in the same run"
-for opts in "fused --attention v2 --profile 2" "fused --attention v1" "reference"; do
+for opts in "fused --profile 2" "reference"; do
   # shellcheck disable=SC2086
   timeout 150 bash .gpu/gpu-run.sh "$bin" bench unet --size 1024 --batch 2 --dtype bf16 --steps 20 --device cuda \
     --kernels $opts 2>&1 | sed -n '/^unet:/,$p'
