@@ -17,7 +17,12 @@ plat=(--python-version 312 --only-binary=:all: --platform manylinux2014_x86_64 -
       --platform manylinux_2_28_x86_64 --platform any)
 tmp=$(mktemp -d)
 "$py" -m pip download -q diffusers==0.42.1 "huggingface_hub>=1.5,<2" "${plat[@]}" -d "$tmp"
-for f in "$tmp"/*.whl; do case $(basename "$f") in numpy-*|pillow-*|huggingface_hub-2*|httpx2-*|httpcore2-*) ;; *) cp "$f" .gpu/wheels/;; esac; done
+# Only what the device image lacks or has too old (its package list: the device tool's KINDS.md); the rest of
+# diffusers' dependencies are there, and the whole tree must stay under the 64 MiB a device call carries.
+rm -f .gpu/wheels/*.whl
+for f in "$tmp"/*.whl; do
+  case $(basename "$f") in diffusers-*|huggingface_hub-1*|importlib_metadata-*|lazy_importer-*|safetensors-*) cp "$f" .gpu/wheels/;; esac
+done
 rm -rf "$tmp"
 "$py" - <<'PY'
 from safetensors.torch import load_file, save_file
