@@ -16,12 +16,15 @@ use crate::models::unet::{UNet2DConditionModel, UNetConfig, UNetInput};
 
 pub const HELP: &str = "storymaker bench unet [--size 1024] [--batch 2] [--dtype bf16] [--steps 20] [--warmup 2]
                       [--device auto|cpu|cuda] [--config sdxl|FILE.json] [--kernels fused|reference]
-                      [--profile 3]
+                      [--profile 3] [--adapter 60] [--lora-rank 128]
   Builds the SDXL UNet with random weights (full size by default) and times --steps UNet calls
   on a batch of --batch latents of --size/8 pixels (batch 2 = one CFG step). On the CPU use a
   small --size (e.g. 256) and --dtype f32. --kernels reference turns our fused CUDA kernels off
   (attention, GroupNorm, GEGLU, biases, cuDNN) to time the difference in the same run. --profile N then runs N more steps
-  with the device synchronised around every layer group and prints where the time goes (per step).";
+  with the device synchronised around every layer group and prints where the time goes (per step).
+  --adapter N attaches random StoryMaker processors to all 140 attentions (LoRA of --lora-rank on
+  q/k/v/out, the decoupled image branch) and appends N image tokens to the context (60 = two
+  characters, 40 = one), which is what every StoryMaker generation runs.";
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     match args.positional.first().map(String::as_str) {
@@ -52,19 +55,29 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     };
     anyhow::ensure!(size.is_multiple_of(8) && size >= 64, "--size must be a multiple of 8, at least 64");
     let t0 = Instant::now();
-    let init = RandomWeights::default();
+    let init = RandomWeights { params: Default::default(), lora_rank: 0 };
     let vb = VarBuilder::from_backend(Box::new(init.clone()), dtype, device.clone());
-    let unet = UNet2DConditionModel::new(vb, &config)?;
+    let mut unet = UNet2DConditionModel::new(vb, &config)?;
     let params = init.params.load(Ordering::Relaxed);
     println!(
         "unet: {:.1}M parameters, random weights, {dtype:?} on {device:?}, built in {:.1}s",
         params as f64 / 1e6,
         t0.elapsed().as_secs_f64()
     );
+    let image_tokens: usize = args.parse_or("adapter", 0)?;
+    if image_tokens > 0 {
+        let rank: usize = args.parse_or("lora-rank", 128)?;
+        let backend = RandomWeights { params: init.params.clone(), lora_rank: rank };
+        let vb = VarBuilder::from_backend(Box::new(backend), dtype, device.clone());
+        let scales = std::sync::Arc::new(crate::models::adapter::AdapterScales::default());
+        let n = crate::models::adapter::attach_ip_adapter(&mut unet, vb.pp("ip_adapter"), scales)?;
+        println!("adapter: {n} StoryMaker processors (LoRA rank {rank}), {image_tokens} image tokens");
+    }
     let lat = size / 8;
     let sample = Tensor::randn(0f32, 1.0, (batch, config.in_channels, lat, lat), &device)?.to_dtype(dtype)?;
     let timesteps = Tensor::full(500f32, batch, &device)?;
-    let context = Tensor::randn(0f32, 1.0, (batch, 77, config.cross_attention_dim), &device)?.to_dtype(dtype)?;
+    let context =
+        Tensor::randn(0f32, 1.0, (batch, 77 + image_tokens, config.cross_attention_dim), &device)?.to_dtype(dtype)?;
     let pooled_dim = config.text_time().map(|(t, p)| p - 6 * t).unwrap_or(0);
     let text_embeds = Tensor::randn(0f32, 1.0, (batch, pooled_dim), &device)?.to_dtype(dtype)?;
     let ids = crate::pipeline::sdxl_time_ids(size, size, batch, dtype, &device)?;
@@ -93,7 +106,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     times.sort_by(|a, b| a.total_cmp(b));
     let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
     let median = times.get(times.len() / 2).copied().unwrap_or(0.0);
-    let kernels = if crate::kernels::fused_enabled() && device.is_cuda() { "fused" } else { "reference" };
+    let mut kernels =
+        if crate::kernels::fused_enabled() && device.is_cuda() { "fused" } else { "reference" }.to_string();
+    if image_tokens > 0 {
+        kernels += &format!(" +adapter ({image_tokens} image tokens)");
+    }
     println!(
         "bench unet size={size} batch={batch} dtype={dtype:?} steps={steps} kernels={kernels}: mean {mean:.2} ms/step, median {median:.2}, min {:.2}, max {:.2}",
         times.first().copied().unwrap_or(0.0),
@@ -145,9 +162,11 @@ fn print_profile(
 
 /// Random weights with sane scales (N(0, 1/fan_in) matrices, unit norms, zero biases), drawn in
 /// f32 on the device and cast, so every dtype works and activations stay finite.
-#[derive(Default, Clone)]
+#[derive(Clone)]
 struct RandomWeights {
     params: std::sync::Arc<AtomicUsize>,
+    /// The rank the adapter's LoRA `down` weights report (the loader reads it from the weights).
+    lora_rank: usize,
 }
 
 impl SimpleBackend for RandomWeights {
@@ -165,7 +184,11 @@ impl SimpleBackend for RandomWeights {
         t.to_dtype(dtype)
     }
 
-    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        // The LoRA loader only reads the rank (dim 0) this way, then asks for the full shape.
+        if self.lora_rank > 0 && name.ends_with("down.weight") {
+            return Tensor::zeros((self.lora_rank, 1), dtype, dev);
+        }
         Err(candle_core::Error::Msg(format!("random weights need a shape for {name}")))
     }
 

@@ -23,7 +23,8 @@ pub enum Proj {
 /// Extra behaviour attached to one attention layer (the StoryMaker adapter implements it:
 /// LoRA on q/k/v/out and the decoupled image-token branch, spec §3.3–3.4).
 pub trait AttentionExtension: Send + Sync {
-    /// Adds the delta for projection `which` of input `x` to `base` (the plain projection).
+    /// Adds the delta for projection `which` of input `x` to `base` (the plain projection; on the GPU, `to_out`'s
+    /// `base` comes without its bias, added afterwards with the residual, so the delta must not depend on it).
     fn project(&self, which: Proj, x: &Tensor, base: Tensor) -> Result<Tensor>;
     /// Number of leading context tokens that are text; the rest go to [`Self::extra_attention`].
     /// `None` means the whole context is text.
@@ -157,15 +158,19 @@ impl Attention {
         self.proj(Proj::Out, &self.to_out, &z)
     }
 
-    /// `forward(x, context) + residual`; on the GPU without an extension, `to_out`'s bias and the residual are
-    /// added in one fused pass (issue 9).
+    /// `forward(x, context) + residual`; on the GPU `to_out`'s bias and the residual are added in one fused pass
+    /// after the bias-free projection (and the extension's LoRA delta, which does not depend on the bias) (issue 9).
     pub fn forward_residual(&self, x: &Tensor, context: Option<&Tensor>, residual: &Tensor) -> Result<Tensor> {
         use crate::kernels::{elementwise, profile::scope};
-        if let (true, None, Some(bias)) = (crate::kernels::fuse_on(x), &self.extension, self.to_out.bias()) {
+        if let (true, Some(bias)) = (crate::kernels::fuse_on(x), self.to_out.bias()) {
             let z = self.attend(x, context)?;
             let a = {
                 let _p = scope("attn.out", x.device());
-                elementwise::matmul_t(&z, self.to_out.weight())?
+                let base = elementwise::matmul_t(&z, self.to_out.weight())?;
+                match &self.extension {
+                    Some(ext) => ext.project(Proj::Out, &z, base)?,
+                    None => base,
+                }
             };
             let _p = scope("attn.bias+residual", x.device());
             return elementwise::linear_bias_residual(&a, bias, residual);

@@ -31,6 +31,10 @@ c = load_file(fx + 'clip_text.safetensors'); e = load_file(fx + 'e2e_txt2img.saf
 save_file({'input_ids_1': c['clip_l.input_ids'].contiguous(), 'input_ids_2': c['clip_g.input_ids'].contiguous()}, '.gpu/inputs/text-encoders.safetensors')
 save_file({k: u[k].contiguous() for k in ['sample', 'timesteps', 'encoder_hidden_states', 'text_embeds', 'time_ids']}, '.gpu/inputs/unet.safetensors')
 save_file({'latents': e['final_latents'].contiguous()}, '.gpu/inputs/vae-decode.safetensors')
+s = load_file('tests/fixtures/storymaker/e2e.safetensors')
+save_file({'sample': s['unet0.sample'].contiguous(), 'timesteps': s['unet0.timestep'].reshape(-1).expand(2).contiguous(),
+           'encoder_hidden_states': s['unet0.context'].contiguous(), 'text_embeds': s['unet0.text_embeds'].contiguous(),
+           'time_ids': s['unet0.time_ids'].contiguous()}, '.gpu/inputs/unet-with-adapter.safetensors')
 PY
 du -sh .gpu
 echo "device run: carry [\".gpu\"], command: gunzip -c .gpu/storymaker.gz > .gpu/storymaker && chmod +x .gpu/storymaker && bash tools/gpu/run_checks.sh .gpu/storymaker"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One prepared run on the lent GPU machine (see shared/cuda/README.md): CUDA correctness of every
-# SDXL component on the tiny parity fixtures (f32 and bf16; outputs written to $OUT and compared
-# on the build machine), our fused kernels against the reference paths (bench kernels), then the
-# 1024x1024 CFG UNet step time (fused and reference attention) next to diffusers eager.
+# SDXL component and of the UNet with the StoryMaker adapter on the tiny parity fixtures (f32 and
+# bf16; outputs in $OUT/tensors.tar, compared here by tools/gpu/compare_outputs.py), our fused
+# kernels against the reference paths (bench kernels), then the 1024x1024 CFG UNet step time (fused
+# with a per-layer profile, fused with the adapter, candle ops) next to diffusers eager and compiled.
 #   bash tools/gpu/run_checks.sh .gpu/storymaker
 set -uo pipefail
 bin=${1:-.gpu/storymaker}
@@ -19,17 +20,25 @@ cp $FX/unet.config.json $G/unet/config.json; cp $FX/unet.weights.safetensors $G/
 cp $FX/vae.config.json $G/vae/config.json; cp $FX/vae.weights.safetensors $G/vae/diffusion_pytorch_model.safetensors
 cp $FX/clip_l.config.json $G/text_encoder/config.json; cp $FX/clip_l.weights.safetensors $G/text_encoder/model.safetensors
 cp $FX/clip_g.config.json $G/text_encoder_2/config.json; cp $FX/clip_g.weights.safetensors $G/text_encoder_2/model.safetensors
+# The outputs go into one tar ($OUT may bring back at most 8 files): tools/gpu/compare_outputs.py reads it.
+T=$(mktemp -d)
 for dt in f32 bf16; do
-  for c in text-encoders unet vae-decode; do
-    w=$G; [ $c = unet ] && w=$G/unet; [ $c = vae-decode ] && w=$G/vae
-    timeout 60 bash .gpu/gpu-run.sh "$bin" tensor-check $c --device cuda --dtype $dt --weights $w \
-      --inputs .gpu/inputs/$c.safetensors --out "$OUT/$c.$dt.safetensors" 2>&1 | grep -E "wrote|error|Error|panic" | tail -3
+  for c in text-encoders unet vae-decode unet-with-adapter; do
+    w=$G; extra=()
+    case $c in
+      unet) w=$G/unet ;;
+      vae-decode) w=$G/vae ;;
+      unet-with-adapter) w=$G/unet; extra=(--adapter tests/fixtures/storymaker/mask.bin) ;;
+    esac
+    timeout 60 bash .gpu/gpu-run.sh "$bin" tensor-check $c --device cuda --dtype $dt --weights $w "${extra[@]}" \
+      --inputs .gpu/inputs/$c.safetensors --out "$T/$c.$dt.safetensors" 2>&1 | grep -E "wrote|error|Error|panic" | tail -3
   done
 done
+tar -C "$T" -cf "$OUT/tensors.tar" . && rm -rf "$T"
 echo "== fused kernels vs reference paths (accuracy vs f32, time)"
 timeout 120 bash .gpu/gpu-run.sh "$bin" bench kernels --dtype bf16 --runs 20 2>&1 | grep -E "ms|tolerance|rror" | tail -40
 echo "== storymaker bench (candle, ours): fused kernels, then the candle-ops paths in the same run"
-for opts in "fused --profile 2" "reference"; do
+for opts in "fused --profile 2" "fused --adapter 60" "reference"; do
   # shellcheck disable=SC2086
   timeout 150 bash .gpu/gpu-run.sh "$bin" bench unet --size 1024 --batch 2 --dtype bf16 --steps 20 --device cuda \
     --kernels $opts 2>&1 | sed -n '/^unet:/,$p'

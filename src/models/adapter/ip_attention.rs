@@ -12,7 +12,7 @@ use std::sync::Arc;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{linear_no_bias, Linear, VarBuilder};
 
-use crate::models::attention::{merge_heads, sdpa, split_heads, AttentionExtension, Proj};
+use crate::models::attention::{merge_heads, sdpa, split_heads_view, AttentionExtension, Proj};
 use crate::models::unet::{UNet2DConditionModel, UNetConfig};
 
 /// Text tokens before the image tokens in the cross-attention context (hard-coded by the
@@ -120,8 +120,8 @@ impl AttentionExtension for StoryMakerAttention {
 
     fn extra_attention(&self, q: &Tensor, extra_ctx: &Tensor, heads: usize) -> Result<Option<Tensor>> {
         let Some((to_k, to_v)) = &self.ip else { return Ok(None) };
-        let k = split_heads(&to_k.forward(extra_ctx)?, heads)?;
-        let v = split_heads(&to_v.forward(extra_ctx)?, heads)?;
+        let k = split_heads_view(&to_k.forward(extra_ctx)?, heads)?;
+        let v = split_heads_view(&to_v.forward(extra_ctx)?, heads)?;
         // One softmax over all image tokens jointly (background + every character, §3.4 step 4).
         let z = merge_heads(&sdpa(q, &k, &v)?)?;
         Ok(Some((z * self.scales.ip() as f64)?))
