@@ -125,3 +125,51 @@ fn alt_click_keeps_only_the_person_under_the_click_as_one_undo_step() {
     undo(&mut h);
     assert_eq!(h.state().project().characters[1].mask, two, "one undo brings the other person back");
 }
+
+/// Cancel while the worker is still reading the photo: the photo file is swapped for a named pipe, so the worker
+/// waits for this test to feed it and the button is there to click — no race with a fast model.
+#[cfg(unix)]
+#[test]
+fn cancel_leaves_the_mask_unchanged_and_drops_the_late_result() {
+    let home = tempfile::tempdir().expect("tmp");
+    install_model(home.path());
+    let mut h = harness(home.path(), None, SIZE);
+    h.get_by_label("Lav").click();
+    h.run();
+    let original = h.state().project().characters[1].clone();
+    let photo = original.photo.join(h.state().project_root());
+    let bytes = std::fs::read(&photo).expect("photo");
+    std::fs::remove_file(&photo).expect("rm photo");
+    let made = std::process::Command::new("mkfifo").arg(&photo).status().expect("mkfifo");
+    assert!(made.success(), "mkfifo {}", photo.display());
+
+    h.get_by_label("Auto mask").click();
+    h.step();
+    h.step();
+    assert!(h.state().is_busy(), "the auto mask is running (its worker waits on the pipe)");
+    h.get_by_label("Cancel auto mask").click();
+    step_until(&mut h, "the cancel", |a| !a.is_busy());
+    assert!(!h.state().is_busy(), "nothing is awaited any more; status: {}", h.state().status().text);
+    let status = h.state().status().text.clone();
+    assert!(status.contains("cancelled") && status.contains("unchanged"), "{status}");
+    assert_eq!(h.state().project().characters[1].mask, original.mask);
+
+    // Feed the pipe: the worker reads the photo, sees the cancel and returns; its result is dropped.
+    let fifo = photo.clone();
+    let feeder = std::thread::spawn(move || std::fs::write(&fifo, &bytes).map(|()| bytes));
+    let bytes = feeder.join().expect("feeder").expect("write to the pipe");
+    std::fs::remove_file(&photo).expect("rm pipe");
+    std::fs::write(&photo, &bytes).expect("restore photo");
+    for _ in 0..5 {
+        h.step();
+    }
+    assert_eq!(h.state().project().characters[1].mask, original.mask, "the cancelled run changed nothing");
+    assert!(!h.state().status().text.contains("failed"), "{}", h.state().status().text);
+
+    // A new auto mask works and is one undo step: the cancelled run added none.
+    h.get_by_label("Auto mask").click();
+    h.step();
+    step_until(&mut h, "the second auto mask", |a| a.project().characters[1].mask != original.mask && !a.is_busy());
+    undo(&mut h);
+    assert_eq!(h.state().project().characters[1].mask, original.mask, "one undo step for one applied auto mask");
+}

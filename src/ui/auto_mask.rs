@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -60,10 +60,13 @@ impl From<SegmentStage> for AutoMaskStage {
     }
 }
 
-/// One running auto mask: its stage (written by the worker) and when it started.
+/// One running auto mask: its stage (written by the worker), when it started, its ticket (which result is
+/// awaited) and the flag that tells its worker to stop.
 struct Running {
     stage: Arc<AtomicU8>,
     started: Instant,
+    ticket: u64,
+    cancelled: Arc<AtomicBool>,
 }
 
 /// Auto-mask state of the app (runtime only).
@@ -71,9 +74,47 @@ struct Running {
 pub(crate) struct AutoMaskState {
     pending: HashMap<CharacterId, Running>,
     model: SharedSegmenter,
+    next_ticket: u64,
 }
 
 impl AutoMaskState {
+    /// Starts awaiting a new run for `id`: its ticket, stage and cancel flag.
+    fn start(&mut self, id: CharacterId) -> (u64, Arc<AtomicU8>, Arc<AtomicBool>) {
+        self.next_ticket += 1;
+        let stage = Arc::new(AtomicU8::new(AutoMaskStage::LoadingModel as u8));
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let running = Running {
+            stage: stage.clone(),
+            started: Instant::now(),
+            ticket: self.next_ticket,
+            cancelled: cancelled.clone(),
+        };
+        self.pending.insert(id, running);
+        (self.next_ticket, stage, cancelled)
+    }
+
+    /// Stops awaiting `id`'s run and tells its worker to stop (it skips the network if it has not started it;
+    /// tract cannot interrupt one that has, and its result is then dropped). False when none was running.
+    fn cancel(&mut self, id: CharacterId) -> bool {
+        match self.pending.remove(&id) {
+            Some(r) => {
+                r.cancelled.store(true, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether a finished run is the one still awaited for its character (it then stops being pending); a
+    /// cancelled or superseded run's result is not.
+    fn finish(&mut self, id: CharacterId, ticket: u64) -> bool {
+        if self.pending.get(&id).is_some_and(|r| r.ticket == ticket) {
+            self.pending.remove(&id);
+            return true;
+        }
+        false
+    }
+
     pub(crate) fn is_busy(&self) -> bool {
         !self.pending.is_empty()
     }
@@ -98,6 +139,7 @@ fn capitalised(s: &str) -> String {
 /// A finished auto mask: the photo-sized mask, or why there is none.
 pub(crate) struct AutoMaskDone {
     character: CharacterId,
+    ticket: u64,
     result: Result<Mask, String>,
 }
 
@@ -128,23 +170,25 @@ pub(crate) fn request(app: &mut StoryApp, id: CharacterId) {
     if app.auto_mask.is_running(id) {
         return;
     }
-    let stage = Arc::new(AtomicU8::new(AutoMaskStage::LoadingModel as u8));
-    app.auto_mask.pending.insert(id, Running { stage: stage.clone(), started: Instant::now() });
+    let (ticket, stage, cancelled) = app.auto_mask.start(id);
     let slot = app.auto_mask.model.clone();
     let started = app.inbox.spawn("auto-mask", move || {
         let result = (|| {
             let seg = segmenter(&slot, &model)?;
             let decoded = crate::imaging::load_image_file(&photo).map_err(|e| e.to_string())?;
+            if cancelled.load(Ordering::Relaxed) {
+                return Err("cancelled".to_string());
+            }
             let rgb = image::DynamicImage::ImageRgba8(decoded.rgba).to_rgb8();
             let progress = |s: SegmentStage| stage.store(AutoMaskStage::from(s) as u8, Ordering::Relaxed);
             seg.mask(&rgb, &progress).map_err(|e| e.to_string())
         })();
-        TaskResult::AutoMask(AutoMaskDone { character: id, result })
+        TaskResult::AutoMask(AutoMaskDone { character: id, ticket, result })
     });
     match started {
         Ok(()) => app.set_status("Auto mask: segmenting the photo on the CPU…".into()),
         Err(e) => {
-            app.auto_mask.pending.remove(&id);
+            app.auto_mask.cancel(id);
             app.set_error(format!("Could not start the auto mask: {e}"));
         }
     }
@@ -153,7 +197,9 @@ pub(crate) fn request(app: &mut StoryApp, id: CharacterId) {
 /// Applies a finished mask as one undo step (or reports why there is none).
 pub(crate) fn handle(app: &mut StoryApp, done: AutoMaskDone) {
     let id = done.character;
-    app.auto_mask.pending.remove(&id);
+    if !app.auto_mask.finish(id, done.ticket) {
+        return; // cancelled (the artist has moved on): dropped without a word
+    }
     let Some(c) = app.doc.character(id) else { return };
     let mask = match done.result {
         Ok(m) => m,
@@ -179,6 +225,13 @@ pub(crate) fn handle(app: &mut StoryApp, done: AutoMaskDone) {
     app.set_status(format!("Auto mask made for {name}: refine it with the brush (Ctrl+Z to undo)"));
 }
 
+/// Cancels a character's running auto mask: the mask stays as it is, a late result is dropped.
+pub(crate) fn cancel(app: &mut StoryApp, id: CharacterId) {
+    if app.auto_mask.cancel(id) {
+        app.set_status("Auto mask cancelled: the mask is unchanged.".into());
+    }
+}
+
 /// "Keep clicked person": the mask reduced to the connected region under `point` (photo pixels), one undo step.
 pub(crate) fn keep_region(app: &mut StoryApp, id: CharacterId, point: [f32; 2]) {
     let Some(c) = app.doc.character(id) else { return };
@@ -190,4 +243,34 @@ pub(crate) fn keep_region(app: &mut StoryApp, id: CharacterId, point: [f32; 2]) 
     let rect = PixelRect { x: 0, y: 0, w: kept.width(), h: kept.height() };
     let edit = Edit::MaskPatch { id, rect, before: c.mask.extract(rect), after: kept.data().to_vec() };
     app.edit(edit);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_awaited_run_of_a_character_is_applied() {
+        let mut st = AutoMaskState::default();
+        let (a, b) = (CharacterId(1), CharacterId(2));
+        let (t1, _, flag1) = st.start(a);
+        let (t2, _, _) = st.start(b);
+        assert!(st.is_running(a) && st.is_running(b));
+        // Cancelling tells the worker to stop and stops awaiting it: its late result is dropped.
+        assert!(st.cancel(a));
+        assert!(flag1.load(Ordering::Relaxed));
+        assert!(!st.is_running(a));
+        assert!(!st.finish(a, t1));
+        assert!(!st.cancel(a), "nothing left to cancel");
+        // A new run for the same character is awaited under a new ticket; the cancelled one never matches it.
+        let (t3, _, flag3) = st.start(a);
+        assert_ne!(t3, t1);
+        assert!(!st.finish(a, t1));
+        assert!(st.is_running(a) && !flag3.load(Ordering::Relaxed));
+        assert!(st.finish(a, t3));
+        assert!(!st.is_running(a));
+        // The other character's run was untouched.
+        assert!(st.finish(b, t2));
+        assert!(!st.is_busy());
+    }
 }

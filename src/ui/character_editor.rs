@@ -149,6 +149,7 @@ pub fn show(app: &mut StoryApp, ui: &mut egui::Ui, id: CharacterId) {
     let mut c = before.clone();
     let mut mask_action: Option<u8> = None;
     let mut auto_mask = false;
+    let mut cancel_auto_mask = false;
     let mut face_action = None;
     egui::Panel::right("character-props").resizable(true).default_size(260.0).show(ui, |ui| {
         ui.heading("Character");
@@ -198,6 +199,13 @@ pub fn show(app: &mut StoryApp, ui: &mut egui::Ui, id: CharacterId) {
                 }
             }
         });
+        // On its own line: the panel is narrow and the progress text grows.
+        if app.auto_mask.is_running(id) {
+            let hint = "Stop the auto mask; the mask stays as it is";
+            if ui.small_button("Cancel auto mask").on_hover_text(hint).clicked() {
+                cancel_auto_mask = true;
+            }
+        }
         if ui.button("Reset crop").clicked() {
             c.crop = CropRect::full(c.photo_size);
         }
@@ -222,6 +230,9 @@ pub fn show(app: &mut StoryApp, ui: &mut egui::Ui, id: CharacterId) {
     }
     if auto_mask {
         super::auto_mask::request(app, id);
+    }
+    if cancel_auto_mask {
+        super::auto_mask::cancel(app, id);
     }
     if let Some(value) = mask_action {
         let rect = PixelRect { x: 0, y: 0, w: c.mask.width(), h: c.mask.height() };
