@@ -131,6 +131,18 @@ fn alt_click_keeps_only_the_person_under_the_click_as_one_undo_step() {
 #[cfg(unix)]
 #[test]
 fn cancel_leaves_the_mask_unchanged_and_drops_the_late_result() {
+    cancel_flow(|h| h.get_by_label("Cancel auto mask").click());
+}
+
+/// Escape (no text field focused) cancels the selected character's auto mask like the button.
+#[cfg(unix)]
+#[test]
+fn escape_cancels_the_auto_mask_too() {
+    cancel_flow(|h| h.key_press(egui::Key::Escape));
+}
+
+#[cfg(unix)]
+fn cancel_flow(cancel: impl Fn(&mut Harness<'static, StoryApp>)) {
     let home = tempfile::tempdir().expect("tmp");
     install_model(home.path());
     let mut h = harness(home.path(), None, SIZE);
@@ -147,7 +159,7 @@ fn cancel_leaves_the_mask_unchanged_and_drops_the_late_result() {
     h.step();
     h.step();
     assert!(h.state().is_busy(), "the auto mask is running (its worker waits on the pipe)");
-    h.get_by_label("Cancel auto mask").click();
+    cancel(&mut h);
     step_until(&mut h, "the cancel", |a| !a.is_busy());
     assert!(!h.state().is_busy(), "nothing is awaited any more; status: {}", h.state().status().text);
     let status = h.state().status().text.clone();

@@ -908,6 +908,11 @@ impl StoryApp {
                     Selection::Character(id) => self.delete_character(id),
                     Selection::None => {}
                 },
+                Shortcut::Cancel => match self.selection {
+                    Selection::Panel(id) => self.cancel(id),
+                    Selection::Character(id) => super::auto_mask::cancel(self, id),
+                    Selection::None => {}
+                },
                 Shortcut::Previous | Shortcut::Next => {
                     let n = self.doc.panels.len();
                     if n > 0 {

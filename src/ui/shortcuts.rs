@@ -30,6 +30,9 @@ pub enum Shortcut {
     /// Left/right arrow with no text field focused: previous/next panel.
     Previous,
     Next,
+    /// Escape with no text field focused (there Escape only leaves the field): cancel what the selection is
+    /// waiting for — the panel's generation, or the character's auto mask.
+    Cancel,
 }
 
 /// The shortcuts pressed this frame. Redo is checked before undo because egui matches
@@ -63,6 +66,9 @@ pub fn take(ctx: &egui::Context) -> Vec<Shortcut> {
             if i.consume_key(Modifiers::NONE, Key::ArrowRight) {
                 out.push(Shortcut::Next);
             }
+            if i.consume_key(Modifiers::NONE, Key::Escape) {
+                out.push(Shortcut::Cancel);
+            }
         }
         out
     })
@@ -81,6 +87,36 @@ pub const HELP: &[(&str, &str)] = &[
     ("Ctrl+Enter", "Generate the selected panel"),
     ("Delete", "Delete the selected panel or character"),
     ("← / →", "Previous / next panel"),
+    ("Esc", "Cancel the selected panel's generation or character's auto mask"),
     ("B / E / C / F", "Brush, eraser, crop, face-keypoint tool (character editor)"),
     ("[ / ]", "Smaller / larger brush"),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shortcuts `take` finds in one frame whose input holds `keys` (pressed with `modifiers`).
+    fn taken(keys: &[Key], modifiers: Modifiers) -> Vec<Shortcut> {
+        let ctx = egui::Context::default();
+        let events = keys
+            .iter()
+            .map(|&key| egui::Event::Key { key, physical_key: None, pressed: true, repeat: false, modifiers })
+            .collect();
+        let mut found = Vec::new();
+        let mut out = ctx.run_ui(egui::RawInput { events, ..Default::default() }, |ui| {
+            found = take(ui.ctx());
+        });
+        out.textures_delta.clear(); // no renderer here to apply the font atlas to
+        found
+    }
+
+    #[test]
+    fn escape_is_cancel_and_other_keys_keep_their_meaning() {
+        assert_eq!(taken(&[Key::Escape], Modifiers::NONE), vec![Shortcut::Cancel]);
+        assert_eq!(taken(&[Key::ArrowRight], Modifiers::NONE), vec![Shortcut::Next]);
+        assert_eq!(taken(&[Key::Enter], Modifiers::COMMAND), vec![Shortcut::Generate]);
+        assert!(taken(&[Key::Escape], Modifiers::CTRL).is_empty(), "Ctrl+Esc is not Esc");
+        assert!(HELP.iter().any(|(k, _)| *k == "Esc"), "listed in the help");
+    }
+}
