@@ -165,7 +165,14 @@ mod cudnn {
             if size > MAX_WORKSPACE {
                 continue;
             }
-            let mut workspace = if size > 0 { Some(dev.alloc_zeros::<u8>(size)?) } else { None };
+            // An algorithm whose workspace does not fit in the GPU's free memory is skipped, not an error.
+            let mut workspace = match size {
+                0 => None,
+                _ => match dev.alloc_zeros::<u8>(size) {
+                    Ok(w) => Some(w),
+                    Err(_) => continue,
+                },
+            };
             let mut once = || {
                 // SAFETY: the descriptors describe these buffers (see `plan`); the workspace has the size cuDNN
                 // asked for this algorithm.
