@@ -30,8 +30,8 @@ pub enum Shortcut {
     /// Left/right arrow with no text field focused: previous/next panel.
     Previous,
     Next,
-    /// Escape with no text field focused (there Escape only leaves the field): cancel what the selection is
-    /// waiting for — the panel's generation, or the character's auto mask.
+    /// Escape with no text field focused (there Escape only leaves the field) and no menu open (it closes the
+    /// menu): cancel what the selection is waiting for — the panel's generation, or the character's auto mask.
     Cancel,
 }
 
@@ -39,6 +39,8 @@ pub enum Shortcut {
 /// Ctrl+Z leniently (it would also fire on Ctrl+Shift+Z).
 pub fn take(ctx: &egui::Context) -> Vec<Shortcut> {
     let text_focused = ctx.memory(|m| m.focused().is_some());
+    // An open menu or combo box closes on Escape itself: it keeps the key.
+    let popup_open = egui::Popup::is_any_open(ctx);
     ctx.input_mut(|i| {
         let mut out = Vec::new();
         let mut take = |s: &KeyboardShortcut, what: Shortcut| {
@@ -66,7 +68,7 @@ pub fn take(ctx: &egui::Context) -> Vec<Shortcut> {
             if i.consume_key(Modifiers::NONE, Key::ArrowRight) {
                 out.push(Shortcut::Next);
             }
-            if i.consume_key(Modifiers::NONE, Key::Escape) {
+            if !popup_open && i.consume_key(Modifiers::NONE, Key::Escape) {
                 out.push(Shortcut::Cancel);
             }
         }
