@@ -99,7 +99,8 @@ fn a_keypoint_dragged_by_hand_gets_a_new_identity_in_the_same_undo_step() {
         h.run();
     }
     h.drop_at(end);
-    h.run();
+    // The drop starts the identity worker (a spinner repaints until it is done): step, don't run to rest.
+    h.step();
     step_until(&mut h, "the new identity", |a| {
         a.project().characters[1].face.as_ref().is_some_and(|f| f.identity.is_some()) && !a.is_busy()
     });
