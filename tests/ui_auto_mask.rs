@@ -16,6 +16,14 @@ use storymaker::ui::StoryApp;
 
 const SIZE: egui::Vec2 = egui::vec2(1280.0, 800.0);
 
+/// Opens Lav in the character editor and waits until nothing loads in the background: the photo's texture
+/// arrives off the UI thread and changes the canvas layout, which the clicks and strokes below rely on.
+fn open_lav(h: &mut Harness<'static, StoryApp>) {
+    h.get_by_label("Lav").click();
+    h.step();
+    step_until(h, "Lav's photo", |a| !a.is_busy());
+}
+
 fn install_model(home: &Path) -> PathBuf {
     let dir = home.join("data/models/segmentation");
     std::fs::create_dir_all(&dir).expect("mkdir");
@@ -29,8 +37,7 @@ fn install_model(home: &Path) -> PathBuf {
 fn without_a_model_auto_mask_says_where_to_put_one() {
     let home = tempfile::tempdir().expect("tmp");
     let mut h = harness(home.path(), None, SIZE);
-    h.get_by_label("Lav").click();
-    h.run();
+    open_lav(&mut h);
     let before = h.state().project().characters[1].mask.clone();
     h.get_by_label("Auto mask").click();
     h.run();
@@ -45,8 +52,7 @@ fn auto_mask_then_eraser_then_undo_restores_the_auto_mask() {
     let home = tempfile::tempdir().expect("tmp");
     let model = install_model(home.path());
     let mut h = harness(home.path(), None, SIZE);
-    h.get_by_label("Lav").click();
-    h.run();
+    open_lav(&mut h);
     let original = h.state().project().characters[1].clone();
     h.get_by_label("Auto mask").click();
     h.step();
@@ -95,8 +101,7 @@ fn stroke(h: &mut Harness<'static, StoryApp>, a: egui::Pos2, b: egui::Pos2) {
 fn alt_click_keeps_only_the_person_under_the_click_as_one_undo_step() {
     let home = tempfile::tempdir().expect("tmp");
     let mut h = harness(home.path(), None, SIZE);
-    h.get_by_label("Lav").click();
-    h.run();
+    open_lav(&mut h);
     // Two separate "people" on an empty mask: two vertical brush strokes far apart.
     h.get_by_label("Clear mask").click();
     h.run();
@@ -146,8 +151,7 @@ fn cancel_flow(cancel: impl Fn(&mut Harness<'static, StoryApp>)) {
     let home = tempfile::tempdir().expect("tmp");
     install_model(home.path());
     let mut h = harness(home.path(), None, SIZE);
-    h.get_by_label("Lav").click();
-    h.run();
+    open_lav(&mut h);
     let original = h.state().project().characters[1].clone();
     let photo = original.photo.join(h.state().project_root());
     let bytes = std::fs::read(&photo).expect("photo");
